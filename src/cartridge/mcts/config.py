@@ -1,0 +1,24 @@
+"""Search hyper-parameters, validated once so bad values fail before any tree is built."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SearchConfig(BaseModel):
+    """PUCT settings shared by self-play, the arena and the web player."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    c_puct: float = Field(1.5, gt=0, description="Exploration weight of the prior term U.")
+    fpu_reduction: float = Field(
+        0.0, ge=0, le=2, description="Unvisited children start at Q(parent) minus this."
+    )
+    dirichlet_alpha: float = Field(0.3, gt=0, description="Concentration of the root noise.")
+    dirichlet_epsilon: float = Field(
+        0.0, ge=0, le=1, description="Share of root priors replaced by noise (0 = no noise)."
+    )
+    virtual_loss: float = Field(
+        1.0, ge=0, le=10, description="Losses charged to a pending path so walks spread out."
+    )
+    leaves_per_tree: int = Field(
+        1, ge=1, le=256, description="Leaves one tree may add to a single evaluator batch."
+    )
