@@ -10,8 +10,50 @@ KNOWN_PERFT = {
     "othello": [4, 12, 56, 244, 1396, 8200, 55092, 390216, 3005288],
 }
 
-CONNECT4_DRAW = [5, 5, 5, 0, 5, 4, 4, 6, 6, 3, 5, 1, 3, 5, 2, 1, 2, 3, 0, 4, 1, 4, 3, 0, 2,
-                 2, 2, 1, 0, 0, 0, 2, 1, 6, 1, 3, 4, 4, 3, 6, 6, 6]
+CONNECT4_DRAW = [
+    5,
+    5,
+    5,
+    0,
+    5,
+    4,
+    4,
+    6,
+    6,
+    3,
+    5,
+    1,
+    3,
+    5,
+    2,
+    1,
+    2,
+    3,
+    0,
+    4,
+    1,
+    4,
+    3,
+    0,
+    2,
+    2,
+    2,
+    1,
+    0,
+    0,
+    0,
+    2,
+    1,
+    6,
+    1,
+    3,
+    4,
+    4,
+    3,
+    6,
+    6,
+    6,
+]
 
 
 def play(game_name, moves):
@@ -31,8 +73,14 @@ def test_perft_matches_known_counts(name):
 
 @pytest.mark.parametrize(
     "moves",
-    [[0, 3, 1, 4, 2], [3, 0, 4, 1, 6, 2], [0, 1, 3, 2, 6], [1, 0, 4, 2, 7],
-     [0, 1, 4, 2, 8], [2, 0, 4, 1, 6]],
+    [
+        [0, 3, 1, 4, 2],
+        [3, 0, 4, 1, 6, 2],
+        [0, 1, 3, 2, 6],
+        [1, 0, 4, 2, 7],
+        [0, 1, 4, 2, 8],
+        [2, 0, 4, 1, 6],
+    ],
     ids=["row-x", "row-o", "column-x", "column-x-middle", "diagonal", "anti-diagonal"],
 )
 def test_tictactoe_lines_win(moves):
@@ -77,7 +125,9 @@ def test_connect4_full_board_is_a_draw():
 def test_connect4_full_column_is_illegal():
     state = play("connect4", [3, 3, 3, 3, 3, 3])
     assert 3 not in state.legal_actions()
-    with pytest.raises(ValueError, match=r"illegal action 3 for connect4; legal actions: \[0, 1, 2, 4, 5, 6\]"):
+    with pytest.raises(
+        ValueError, match=r"illegal action 3 for connect4; legal actions: \[0, 1, 2, 4, 5, 6\]"
+    ):
         state.apply(3)
 
 
@@ -115,8 +165,7 @@ def test_othello_pass_is_forced_and_counts_as_a_ply():
     game = load("othello")
     # O (to move) has no legal move; X still does, so O must pass.
     state = game.parse_board(
-        "\n".join(["X X X X X X X X"] * 6 + ["X X X X X X O .", ". . . . . . . ."]
-                  + ["O to move"])
+        "\n".join(["X X X X X X X X"] * 6 + ["X X X X X X O .", ". . . . . . . ."] + ["O to move"])
     )
     assert not state.is_terminal()
     assert state.legal_actions() == [64]
@@ -131,8 +180,9 @@ def test_othello_ends_when_neither_side_can_move():
     game = load("othello")
     state = game.parse_board("\n".join(["X X X X X X X X"] * 8 + ["O to move"]))
     assert state.is_terminal() and state.result(0) == 1.0
-    state = game.parse_board("\n".join(["O O O O . . . ."] + [". . . . . . . ."] * 7
-                                       + ["X to move"]))
+    state = game.parse_board(
+        "\n".join(["O O O O . . . ."] + [". . . . . . . ."] * 7 + ["X to move"])
+    )
     assert state.is_terminal() and state.result(1) == 1.0
 
 
@@ -193,8 +243,14 @@ def test_moves_after_the_end_are_refused():
 
 @pytest.mark.parametrize(
     "name, text",
-    [("tictactoe", "j1"), ("tictactoe", "a4"), ("connect4", "8"), ("connect4", "0"),
-     ("othello", "i1"), ("othello", "")],
+    [
+        ("tictactoe", "j1"),
+        ("tictactoe", "a4"),
+        ("connect4", "8"),
+        ("connect4", "0"),
+        ("othello", "i1"),
+        ("othello", ""),
+    ],
 )
 def test_malformed_move_text(name, text):
     with pytest.raises(ValueError, match="malformed"):
@@ -208,8 +264,15 @@ def test_malformed_move_text(name, text):
         ("tictactoe", "X X .\nX . .\n. . .", "impossible tictactoe board"),
         ("tictactoe", "X . .\n. . .\n. . .\nX to move", "it is O to move"),
         ("connect4", "\n".join(["X . . . . . ."] + [". . . . . . ."] * 5), "floating"),
-        ("othello", "\n".join([". . . . . . . ."] * 3 + [". . . O X . . .", ". . . X O . . ."]
-                               + [". . . . . . . ."] * 3), "needs an 'X to move'"),
+        (
+            "othello",
+            "\n".join(
+                [". . . . . . . ."] * 3
+                + [". . . O X . . .", ". . . X O . . ."]
+                + [". . . . . . . ."] * 3
+            ),
+            "needs an 'X to move'",
+        ),
     ],
 )
 def test_impossible_boards_are_refused(name, text, message):

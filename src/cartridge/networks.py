@@ -7,6 +7,8 @@ a torch module, its ONNX export and a Triton model are interchangeable.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +18,7 @@ from torch import nn
 
 from cartridge.games import Game
 
-ONNX_OPSET = 17
+ONNX_OPSET = 18
 INPUT_NAME = "planes"
 OUTPUT_NAMES = ("policy_logits", "value")
 
@@ -112,24 +114,33 @@ def build_network(game: Game, config: NetworkConfig | None = None) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, game: Game, path: str | Path) -> Path:
-    """Write `model` as ONNX (fixed opset, dynamic batch axis, the standard tensor names)."""
+    """Write `model` as ONNX (fixed opset, dynamic batch axis, the standard tensor names).
+
+    Uses torch's `torch.export`-based exporter, the supported path since the
+    TorchScript one was deprecated; the weights are stored inside the one file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
     example = torch.zeros((2, *game.planes_shape), dtype=torch.float32)
+    # The exporter logs optional torchvision ops it skips and torch-internal deprecations.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, "policy_logits": {0: "batch"},
-                          "value": {0: "batch"}},
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     finally:
         model.train(was_training)
     return path

@@ -19,6 +19,8 @@ def check_planes(planes: np.ndarray, expected_shape: tuple[int, ...]) -> np.ndar
     """Contiguous float32 planes of shape [B, *expected_shape]; ValueError otherwise."""
     planes = np.ascontiguousarray(planes, dtype=np.float32)
     if planes.ndim != 4 or planes.shape[1:] != tuple(expected_shape):
-        raise ValueError(f"expected planes of shape [B, {', '.join(map(str, expected_shape))}], "
-                         f"got {list(planes.shape)}")
+        raise ValueError(
+            f"expected planes of shape [B, {', '.join(map(str, expected_shape))}], "
+            f"got {list(planes.shape)}"
+        )
     return planes

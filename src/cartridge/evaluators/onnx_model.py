@@ -41,16 +41,22 @@ class OnnxEvaluator:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         if INPUT_NAME not in inputs or not set(OUTPUT_NAMES) <= set(outputs):
-            raise ValueError(f"{self.path} must take '{INPUT_NAME}' and return "
-                             f"{', '.join(OUTPUT_NAMES)}; it has inputs {sorted(inputs)} "
-                             f"and outputs {sorted(outputs)}")
+            raise ValueError(
+                f"{self.path} must take '{INPUT_NAME}' and return "
+                f"{', '.join(OUTPUT_NAMES)}; it has inputs {sorted(inputs)} "
+                f"and outputs {sorted(outputs)}"
+            )
         if list(inputs[INPUT_NAME][1:]) != list(self.game.planes_shape):
-            raise ValueError(f"{self.path} expects planes {inputs[INPUT_NAME]}, but "
-                             f"{self.game.name} positions are {list(self.game.planes_shape)}")
+            raise ValueError(
+                f"{self.path} expects planes {inputs[INPUT_NAME]}, but "
+                f"{self.game.name} positions are {list(self.game.planes_shape)}"
+            )
         policy_shape = outputs["policy_logits"]
         if policy_shape[-1] != self.game.num_actions:
-            raise ValueError(f"{self.path} outputs {policy_shape[-1]} policy logits; "
-                             f"{self.game.name} has {self.game.num_actions} actions")
+            raise ValueError(
+                f"{self.path} outputs {policy_shape[-1]} policy logits; "
+                f"{self.game.name} has {self.game.num_actions} actions"
+            )
 
     def evaluate(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         planes = check_planes(planes, self.game.planes_shape)

@@ -15,8 +15,7 @@ class UniformEvaluator:
 
     def evaluate(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = len(planes)
-        return (np.zeros((batch, self.game.num_actions), np.float32),
-                np.zeros(batch, np.float32))
+        return (np.zeros((batch, self.game.num_actions), np.float32), np.zeros(batch, np.float32))
 
 
 class RolloutEvaluator:

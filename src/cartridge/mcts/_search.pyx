@@ -553,12 +553,38 @@ cdef class BatchedMCTS:
         return (weights / weights.sum()).astype(np.float32)
 
     def select_action(self, int i, double temperature=1.0):
-        """Sample an action from `policy(i, temperature)` with the search's own seeded RNG."""
-        pi = self.policy(i, temperature)
-        cdef double u = rng_uniform(&self.rng)
-        cumulative = np.cumsum(pi, dtype=np.float64)
-        # The first index whose cumulative mass exceeds u always has pi > 0.
-        return int(np.searchsorted(cumulative, u * cumulative[-1], side="right"))
+        """Sample an action from `policy(i, temperature)` with the search's own seeded RNG.
+
+        Computed over the root's edges in C: it runs once per move of every game.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        cdef Tree* t = self._tree(i)
+        cdef Node* root = &t.nodes[t.root]
+        cdef Edge* edges = &t.edges[root.first_edge]
+        cdef int k, most = 0, ties = 0, pick
+        cdef double weights[MAX_ACTIONS]
+        cdef double total = 0.0, u
+        if root.status != EXPANDED or root.num_edges == 0:
+            raise ValueError(f"tree {i} has no visits yet: run the search first")
+        for k in range(root.num_edges):
+            most = max(most, edges[k].visits)
+        if most == 0:
+            raise ValueError(f"tree {i} has no visits yet: run the search first")
+        for k in range(root.num_edges):
+            if temperature == 0:
+                weights[k] = 1.0 if edges[k].visits == most else 0.0
+            else:
+                weights[k] = pow(<double>edges[k].visits / most, 1.0 / temperature)
+            total += weights[k]
+        u = rng_uniform(&self.rng) * total
+        for k in range(root.num_edges):
+            if weights[k] > 0.0:
+                pick = k
+                if u < weights[k]:
+                    break
+                u -= weights[k]
+        return int(edges[pick].action)
 
 
 def _evaluate(evaluator, planes, int rows, int num_actions):
