@@ -1,0 +1,33 @@
+"""Self-play settings with per-game defaults from AlphaZero practice."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cartridge.games import Game
+from cartridge.mcts import SearchConfig
+
+# Dirichlet alpha roughly 10 / typical number of legal moves, capped at 1;
+# sampling (temperature 1) covers the opening, where diversity pays.
+_GAME_DEFAULTS = {
+    "tictactoe": {"dirichlet_alpha": 1.0, "temperature_moves": 4},
+    "connect4": {"dirichlet_alpha": 1.0, "temperature_moves": 10},
+    "othello": {"dirichlet_alpha": 0.5, "temperature_moves": 20},
+}
+
+
+class SelfPlayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    games: int = Field(ge=1, le=10_000_000)
+    simulations: int = Field(ge=1, le=1_000_000)
+    parallel_games: int = Field(64, ge=1, le=8192, description="Games searched together.")
+    temperature_moves: int = Field(ge=0, description="Plies sampled at temperature 1.")
+    search: SearchConfig
+
+    @classmethod
+    def for_game(cls, game: Game, games: int, simulations: int, **overrides) -> "SelfPlayConfig":
+        defaults = _GAME_DEFAULTS[game.name]
+        search = overrides.pop("search", None) or SearchConfig(
+            dirichlet_alpha=defaults["dirichlet_alpha"], dirichlet_epsilon=0.25
+        )
+        overrides.setdefault("temperature_moves", defaults["temperature_moves"])
+        return cls(games=games, simulations=simulations, search=search, **overrides)

@@ -1,0 +1,108 @@
+"""Self-play: many games searched together, recorded as one replay shard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import cartridge
+from cartridge.evaluators import Evaluator
+from cartridge.games import Game, State
+from cartridge.mcts import BatchedMCTS
+from cartridge.replay import ReplayShard, ShardMetadata
+from cartridge.selfplay.config import SelfPlayConfig
+
+
+@dataclass
+class _GameRecord:
+    planes: list[np.ndarray] = field(default_factory=list)
+    policy: list[np.ndarray] = field(default_factory=list)
+    legal_mask: list[np.ndarray] = field(default_factory=list)
+    mover: list[int] = field(default_factory=list)
+
+
+def play_selfplay(
+    game: Game,
+    evaluator: Evaluator,
+    config: SelfPlayConfig,
+    *,
+    seed: int = 0,
+    model: str = "uniform",
+    model_sha256: str | None = None,
+    on_game_end: Callable[[int], None] | None = None,
+) -> ReplayShard:
+    """Play `config.games` games and return their positions as a shard (not yet written).
+
+    Up to `parallel_games` games run at once, so every evaluator call carries one
+    leaf per running game. Finished slots start the next game until all are
+    played. Everything random comes from `seed`, so a deterministic evaluator
+    gives the same shard for the same seed.
+    """
+    slots = min(config.parallel_games, config.games)
+    search = BatchedMCTS(game, slots, config.search, seed=seed)
+    states: list[State] = []
+    records: list[_GameRecord] = []
+    for i in range(slots):
+        states.append(game.new_initial_state())
+        records.append(_GameRecord())
+        search.reset(i, states[i])
+    started, finished = slots, 0
+    active = np.ones(slots, dtype=bool)
+    planes, policy, outcome, legal = [], [], [], []
+    results = {1.0: 0, 0.0: 0, -1.0: 0}
+    while active.any():
+        search.run(evaluator, config.simulations, active)
+        for i in np.flatnonzero(active):
+            state, record = states[i], records[i]
+            counts = search.visit_counts(i)
+            record.planes.append(state.planes().astype(np.uint8))
+            record.policy.append((counts / counts.sum()).astype(np.float32))
+            record.legal_mask.append(state.legal_mask())
+            record.mover.append(state.current_player)
+            temperature = 1.0 if state.ply < config.temperature_moves else 0.0
+            action = search.select_action(i, temperature)
+            state = state.apply(action)
+            if not state.is_terminal():
+                states[i] = state
+                search.advance(i, action)
+                continue
+            first_player_result = state.returns()[0]
+            results[first_player_result] += 1
+            planes += record.planes
+            policy += record.policy
+            legal += record.legal_mask
+            outcome += [
+                first_player_result if m == 0 else -first_player_result for m in record.mover
+            ]
+            finished += 1
+            if on_game_end:
+                on_game_end(finished)
+            if started < config.games:
+                started += 1
+                states[i], records[i] = game.new_initial_state(), _GameRecord()
+                search.reset(i, states[i])
+            else:
+                active[i] = False
+    metadata = ShardMetadata(
+        game=game.name,
+        model=model,
+        model_sha256=model_sha256,
+        simulations=config.simulations,
+        seed=seed,
+        games=config.games,
+        positions=len(outcome),
+        first_player_wins=results[1.0],
+        draws=results[0.0],
+        second_player_wins=results[-1.0],
+        config=config.model_dump(mode="json"),
+        package_version=cartridge.__version__,
+    )
+    return ReplayShard(
+        planes=np.stack(planes),
+        policy=np.stack(policy),
+        outcome=np.asarray(outcome, dtype=np.float32),
+        legal_mask=np.stack(legal),
+        metadata=metadata,
+    )

@@ -1,0 +1,127 @@
+import json
+
+import numpy as np
+import pytest
+
+from cartridge.evaluators import UniformEvaluator
+from cartridge.evaluators.onnx_model import OnnxEvaluator
+from cartridge.games import load
+from cartridge.replay import ShardError, read_shard, write_shard
+from cartridge.selfplay import SelfPlayConfig, play_selfplay
+
+
+def make_shard(name="tictactoe", games=12, sims=32, seed=0, parallel=5, evaluator=None):
+    game = load(name)
+    config = SelfPlayConfig.for_game(game, games, sims, parallel_games=parallel)
+    return play_selfplay(game, evaluator or UniformEvaluator(game), config, seed=seed)
+
+
+def test_shard_contents_are_consistent():
+    shard = make_shard("connect4", games=10)
+    meta = shard.metadata
+    assert meta.games == 10 and meta.positions == len(shard)
+    assert meta.first_player_wins + meta.draws + meta.second_player_wins == 10
+    assert shard.planes.dtype == np.uint8 and shard.planes.shape[1:] == (2, 6, 7)
+    np.testing.assert_allclose(shard.policy.sum(axis=1), 1.0, rtol=1e-5)
+    assert not (shard.policy * ~shard.legal_mask).any()  # no visits to illegal moves
+    assert set(np.unique(shard.outcome)) <= {-1.0, 0.0, 1.0}
+    # Each game starts from the empty board, so the number of empty boards is the games.
+    assert (shard.planes.reshape(len(shard), -1).sum(axis=1) == 0).sum() == 10
+
+
+def test_outcomes_are_from_the_movers_view():
+    shard = make_shard("tictactoe", games=1, sims=64, parallel=1)
+    # One game: outcomes alternate sign ply by ply, or are all zero for a draw.
+    outcome = shard.outcome
+    if outcome[0] == 0:
+        assert not outcome.any()
+    else:
+        assert np.all(outcome[1:] == -outcome[:-1])
+        # The last mover made the final move: it won.
+        assert outcome[-1] == 1.0
+
+
+def test_same_seed_same_shard(tmp_path):
+    first = write_shard(tmp_path / "a", make_shard(seed=4))
+    second = write_shard(tmp_path / "b", make_shard(seed=4))
+    third = write_shard(tmp_path / "c", make_shard(seed=5))
+    for name in ("planes.npy", "policy.npy", "outcome.npy", "legal_mask.npy", "metadata.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    assert (first / "policy.npy").read_bytes() != (third / "policy.npy").read_bytes()
+
+
+def test_shard_round_trip(tmp_path):
+    shard = make_shard()
+    write_shard(tmp_path / "s", shard)
+    loaded = read_shard(tmp_path / "s")
+    for name in ("planes", "policy", "outcome", "legal_mask"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(shard, name))
+    meta = json.loads((tmp_path / "s" / "metadata.json").read_text())
+    assert meta["game"] == "tictactoe" and meta["simulations"] == 32 and meta["seed"] == 0
+    assert meta["model"] == "uniform" and meta["package_version"]
+    assert len(meta["arrays"]["planes"]["sha256"]) == 64
+
+
+def test_shards_are_immutable(tmp_path):
+    write_shard(tmp_path / "s", make_shard())
+    with pytest.raises(FileExistsError, match="immutable"):
+        write_shard(tmp_path / "s", make_shard(seed=1))
+
+
+@pytest.fixture
+def shard_dir(tmp_path):
+    return write_shard(tmp_path / "shard", make_shard())
+
+
+def test_truncated_array_is_refused(shard_dir):
+    path = shard_dir / "policy.npy"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ShardError, match="policy.npy fails its sha256 check"):
+        read_shard(shard_dir)
+
+
+def test_modified_array_is_refused(shard_dir):
+    path = shard_dir / "outcome.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="outcome.npy fails its sha256 check"):
+        read_shard(shard_dir)
+
+
+def test_missing_pieces_are_refused(shard_dir, tmp_path):
+    (shard_dir / "legal_mask.npy").unlink()
+    with pytest.raises(ShardError, match="missing legal_mask.npy"):
+        read_shard(shard_dir)
+    with pytest.raises(ShardError, match="metadata.json is missing"):
+        read_shard(tmp_path / "nowhere")
+
+
+def test_bad_metadata_is_refused(shard_dir):
+    meta_path = shard_dir / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(meta_path.read_text()[:40])
+    with pytest.raises(ShardError, match="not valid shard metadata"):
+        read_shard(shard_dir)
+    meta_path.write_text(json.dumps({**meta, "game": "chess"}))
+    with pytest.raises(ShardError, match="unknown game 'chess'"):
+        read_shard(shard_dir)
+    meta_path.write_text(json.dumps({**meta, "positions": meta["positions"] + 1}))
+    with pytest.raises(ShardError, match="metadata says"):
+        read_shard(shard_dir)
+
+
+def test_selfplay_with_an_onnx_model(onnx_models):
+    game = load("connect4")
+    evaluator = OnnxEvaluator(game, onnx_models["connect4"][0])
+    shard = make_shard("connect4", games=4, sims=16, parallel=4, evaluator=evaluator)
+    assert shard.metadata.games == 4 and len(shard) >= 4 * 7
+
+
+def test_selfplay_config_validation():
+    game = load("othello")
+    with pytest.raises(ValueError):
+        SelfPlayConfig.for_game(game, 0, 10)
+    with pytest.raises(ValueError):
+        SelfPlayConfig.for_game(game, 10, 10, parallel_games=0)
+    assert SelfPlayConfig.for_game(game, 1, 1).search.dirichlet_epsilon == 0.25
