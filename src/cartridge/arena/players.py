@@ -1,0 +1,98 @@
+"""Arena players. Each chooses moves for a batch of games at once.
+
+A batch interface lets a network-backed player search every game it is to move
+in with one `BatchedMCTS` and one evaluator call per step, the same way
+self-play does.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from cartridge.evaluators import Evaluator, RolloutEvaluator, UniformEvaluator
+from cartridge.games import Game, State
+from cartridge.mcts import BatchedMCTS, SearchConfig
+from cartridge.solvers import optimal_actions
+
+
+class Player(Protocol):
+    name: str
+
+    def choose(self, states: list[State]) -> list[int]: ...
+
+
+class RandomPlayer:
+    """Uniformly random legal moves."""
+
+    def __init__(self, seed: int = 0):
+        self.name = "random"
+        self._rng = np.random.default_rng(seed)
+
+    def choose(self, states: list[State]) -> list[int]:
+        return [int(self._rng.choice(s.legal_actions())) for s in states]
+
+
+class PerfectPlayer:
+    """Exact play (TicTacToe minimax), random among equally good moves."""
+
+    def __init__(self, game: Game, seed: int = 0):
+        if game.name != "tictactoe":
+            raise ValueError(f"no perfect player for {game.name} yet (tictactoe only)")
+        self.name = "perfect"
+        self._rng = np.random.default_rng(seed)
+
+    def choose(self, states: list[State]) -> list[int]:
+        return [int(self._rng.choice(optimal_actions(s))) for s in states]
+
+
+class SearchPlayer:
+    """PUCT search with a leaf evaluator; plays the most visited move, no noise."""
+
+    def __init__(
+        self,
+        name: str,
+        game: Game,
+        evaluator: Evaluator,
+        simulations: int,
+        config: SearchConfig | None = None,
+        seed: int = 0,
+    ):
+        self.name = name
+        self.game = game
+        self.evaluator = evaluator
+        self.simulations = simulations
+        self.config = config or SearchConfig()
+        self.seed = seed
+        self._search: BatchedMCTS | None = None
+
+    def choose(self, states: list[State]) -> list[int]:
+        if self._search is None or self._search.num_trees < len(states):
+            self._search = BatchedMCTS(self.game, len(states), self.config, seed=self.seed)
+        active = np.zeros(self._search.num_trees, dtype=bool)
+        active[: len(states)] = True
+        for i, state in enumerate(states):
+            self._search.reset(i, state)
+        self._search.run(self.evaluator, self.simulations, active)
+        return [self._search.select_action(i, temperature=0.0) for i in range(len(states))]
+
+
+def make_player(spec: str, game: Game, simulations: int, seed: int = 0) -> Player:
+    """`random`, `perfect`, `mcts` (uniform evaluator), `mcts:rollout`, or `model:PATH.onnx`."""
+    if spec == "random":
+        return RandomPlayer(seed)
+    if spec == "perfect":
+        return PerfectPlayer(game, seed)
+    if spec == "mcts":
+        return SearchPlayer(spec, game, UniformEvaluator(game), simulations, seed=seed)
+    if spec == "mcts:rollout":
+        return SearchPlayer(spec, game, RolloutEvaluator(game, seed=seed), simulations, seed=seed)
+    if spec.startswith("model:"):
+        from cartridge.evaluators.onnx_model import OnnxEvaluator
+
+        evaluator = OnnxEvaluator(game, spec.removeprefix("model:"))
+        return SearchPlayer(spec, game, evaluator, simulations, seed=seed)
+    raise ValueError(
+        f"unknown player {spec!r}: use random, perfect, mcts, mcts:rollout or model:PATH.onnx"
+    )

@@ -1,0 +1,64 @@
+import math
+
+import pytest
+
+from cartridge.arena import make_player, play_match, summarize
+from cartridge.arena.stats import elo_from_score
+from cartridge.games import load
+
+
+def test_statistics_on_known_results():
+    even = summarize("a", "b", "tictactoe", wins=50, losses=50, draws=0)
+    assert even.score == 0.5 and even.elo_diff == 0.0
+    # Per-game score variance is 0.25, so the half-width is 1.96 * 0.5 / 10.
+    assert even.ci95 == pytest.approx((0.5 - 0.098, 0.5 + 0.098), abs=1e-3)
+    assert even.elo_ci95[0] == pytest.approx(-elo_from_score(0.598), abs=0.5)
+
+    strong = summarize("a", "b", "tictactoe", wins=75, losses=25, draws=0)
+    assert strong.elo_diff == pytest.approx(190.85, abs=0.01)  # 400 log10(3)
+
+    drawn = summarize("a", "b", "tictactoe", wins=0, losses=0, draws=10)
+    assert drawn.score == 0.5 and drawn.ci95 == (0.5, 0.5)
+
+    perfect = summarize("a", "b", "tictactoe", wins=10, losses=0, draws=0)
+    assert perfect.score == 1.0 and math.isinf(perfect.elo_diff)
+    with pytest.raises(ValueError, match="no games"):
+        summarize("a", "b", "tictactoe", 0, 0, 0)
+
+
+def test_perfect_tictactoe_player_never_loses():
+    game = load("tictactoe")
+    result = play_match(
+        game, make_player("perfect", game, 0, seed=1), make_player("random", game, 0, seed=2), 40
+    )
+    assert result.losses == 0 and result.wins > 20
+
+
+def test_search_beats_random_at_connect4_from_both_seats():
+    game = load("connect4")
+    result = play_match(
+        game, make_player("mcts:rollout", game, 200), make_player("random", game, 0), 8
+    )
+    assert result.games == 8
+    assert result.score >= 0.875
+
+
+def test_seats_alternate_and_openings_repeat():
+    game = load("tictactoe")
+    perfect = make_player("perfect", game, 0)
+    # From the empty board, perfect play against itself always draws.
+    assert play_match(game, perfect, perfect, 4, opening_plies=0).draws == 4
+    # Random openings can be lost already; but each is played once from each seat by
+    # equal players, so every win is paid back by a loss.
+    result = play_match(game, perfect, perfect, 40, opening_plies=3, seed=5)
+    assert result.wins == result.losses > 0
+
+
+def test_unknown_players_are_refused():
+    game = load("connect4")
+    with pytest.raises(ValueError, match="unknown player 'alphabeta'"):
+        make_player("alphabeta", game, 10)
+    with pytest.raises(ValueError, match="tictactoe only"):
+        make_player("perfect", game, 10)
+    with pytest.raises(FileNotFoundError):
+        make_player("model:/nowhere.onnx", game, 10)
