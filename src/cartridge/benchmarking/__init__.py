@@ -1,0 +1,1 @@
+"""Throughput measurements behind `cartridge bench`, each with its baseline in the same run."""

@@ -1,0 +1,118 @@
+"""`cartridge bench mcts` and `cartridge bench selfplay`."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from cartridge.benchmarking.reference_puct import python_puct
+from cartridge.evaluators import UniformEvaluator
+from cartridge.evaluators.onnx_model import OnnxEvaluator
+from cartridge.games import Game
+from cartridge.mcts import BatchedMCTS
+from cartridge.selfplay import SelfPlayConfig, play_selfplay
+
+
+def bench_mcts(
+    game: Game,
+    simulations: int,
+    trees: int = 64,
+    repeats: int = 5,
+    baseline_simulations: int = 2000,
+) -> dict:
+    """Simulations per second of the batched search from the start position, uniform
+    evaluator, one thread; next to the dict-based Python PUCT measured in the same run."""
+    evaluator = UniformEvaluator(game)
+    start = game.new_initial_state()
+    rates = []
+    for repeat in range(repeats):
+        search = BatchedMCTS(game, trees, seed=repeat)
+        for i in range(trees):
+            search.reset(i, start)
+        began = time.perf_counter()
+        done = search.run(evaluator, simulations)
+        rates.append(done / (time.perf_counter() - began))
+    baseline_rates = []
+    for _ in range(max(1, repeats // 2)):
+        began = time.perf_counter()
+        python_puct(start, baseline_simulations)
+        baseline_rates.append(baseline_simulations / (time.perf_counter() - began))
+    rate, baseline = statistics.median(rates), statistics.median(baseline_rates)
+    return {
+        "game": game.name,
+        "simulations_per_tree": simulations,
+        "trees": trees,
+        "repeats": repeats,
+        "sims_per_sec": round(rate),
+        "sims_per_sec_runs": [round(r) for r in rates],
+        "python_puct_sims_per_sec": round(baseline),
+        "speedup_vs_python": round(rate / baseline, 1),
+    }
+
+
+class _TimedEvaluator:
+    """Records every batch size and the time spent inside the wrapped evaluator."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.batch_sizes: list[int] = []
+        self.seconds = 0.0
+
+    def evaluate(self, planes):
+        began = time.perf_counter()
+        result = self.inner.evaluate(planes)
+        self.seconds += time.perf_counter() - began
+        self.batch_sizes.append(len(planes))
+        return result
+
+
+def bench_selfplay(
+    game: Game,
+    model_path: str,
+    games: int = 256,
+    simulations: int = 100,
+    parallel_games: int = 64,
+    threads: int = 1,
+    seed: int = 0,
+) -> dict:
+    """Self-play positions evaluated per second against the network bound: the same
+    ONNX model, run raw on real self-play positions with exactly the batch sizes
+    self-play produced, in the same process. Their ratio is the share of self-play
+    time that went to the network; search and game code take the rest."""
+    timed = _TimedEvaluator(OnnxEvaluator(game, model_path, threads=threads))
+    config = SelfPlayConfig.for_game(game, games, simulations, parallel_games=parallel_games)
+    began = time.perf_counter()
+    shard = play_selfplay(game, timed, config, seed=seed)
+    wall = time.perf_counter() - began
+    positions = sum(timed.batch_sizes)
+
+    raw = OnnxEvaluator(game, model_path, threads=threads)
+    rng = np.random.default_rng(seed)
+    pool = shard.planes[rng.integers(0, len(shard), parallel_games)].astype(np.float32)
+    raw.evaluate(pool)  # warm-up: the first run allocates
+    began = time.perf_counter()
+    for size in timed.batch_sizes:
+        raw.evaluate(pool[:size])
+    raw_seconds = time.perf_counter() - began
+    calls, began = 0, time.perf_counter()
+    while calls < 20 or time.perf_counter() - began < 1.0:
+        raw.evaluate(pool)
+        calls += 1
+    full_batch_rate = calls * parallel_games / (time.perf_counter() - began)
+    return {
+        "game": game.name,
+        "model": str(model_path),
+        "games": games,
+        "simulations": simulations,
+        "parallel_games": parallel_games,
+        "onnx_threads": threads,
+        "selfplay_positions_per_sec": round(positions / wall),
+        "raw_onnxruntime_positions_per_sec": round(positions / raw_seconds),
+        "ratio": round(raw_seconds / wall, 3),
+        "mean_batch": round(positions / len(timed.batch_sizes), 1),
+        "raw_full_batch_positions_per_sec": round(full_batch_rate),
+        "evaluator_share_of_wall": round(timed.seconds / wall, 3),
+        "wall_seconds": round(wall, 2),
+    }

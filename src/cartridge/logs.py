@@ -1,0 +1,22 @@
+"""Logging set-up: rich console lines for people, JSON lines (`--log-json`) for machines."""
+
+import logging
+
+from pythonjsonlogger.json import JsonFormatter
+from rich.logging import RichHandler
+
+
+def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
+    handler: logging.Handler
+    if json_lines:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level"},
+            )
+        )
+    else:
+        handler = RichHandler(show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
