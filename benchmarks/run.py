@@ -30,14 +30,19 @@ def main() -> None:
             f"Python PUCT {report['python_puct_sims_per_sec']:,} sims/s | "
             f"{report['speedup_vs_python']}x |"
         )
-    for game, shape in (("tictactoe", []), ("connect4", ["--blocks", "5", "--channels", "64"])):
+    for game, shape, games in (
+        ("tictactoe", [], "4096"),
+        ("connect4", ["--blocks", "5", "--channels", "64"], "256"),
+    ):
         model = OUT / f"{game}.onnx"
         subprocess.run(
             [CLI, "init-model", "--game", game, "--out", str(model), *shape],
             check=True,
             capture_output=True,
         )
-        report = cartridge("bench", "selfplay", "--game", game, "--model", str(model), "--json")
+        report = cartridge(
+            "bench", "selfplay", "--game", game, "--model", str(model), "--games", games, "--json"
+        )
         (OUT / f"selfplay-{game}.json").write_text(json.dumps(report, indent=2))
         rows.append(
             f"| selfplay | {game} | {report['selfplay_positions_per_sec']:,} pos/s | "

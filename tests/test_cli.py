@@ -14,7 +14,7 @@ def invoke(*args):
 def test_perft_prints_one_integer():
     result = invoke("perft", "--game", "othello", "--depth", "5")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "1396"
+    assert result.stdout.strip() == "1396"
 
 
 def test_selfplay_writes_a_verified_shard(tmp_path):
@@ -36,7 +36,7 @@ def test_selfplay_writes_a_verified_shard(tmp_path):
     assert result.exit_code == 0, result.output
     inspected = invoke("shard", "inspect", out)
     assert inspected.exit_code == 0
-    meta = json.loads(inspected.output)
+    meta = json.loads(inspected.stdout)
     assert meta["games"] == 6 and meta["seed"] == 3 and meta["simulations"] == 16
     again = invoke(
         "selfplay", "--game", "tictactoe", "--games", 6, "--sims", 16, "--out", out, "--quiet"
@@ -109,7 +109,7 @@ def test_arena_json():
         "--json",
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["wins"] + report["draws"] + report["losses"] == 10
     assert report["losses"] == 0
     assert 0.0 <= report["ci95"][0] <= report["score"] <= report["ci95"][1] <= 1.0
@@ -120,7 +120,7 @@ def test_bench_mcts_json():
         "bench", "mcts", "--game", "connect4", "--sims", 50, "--trees", 4, "--repeats", 1, "--json"
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["sims_per_sec"] > 0 and report["python_puct_sims_per_sec"] > 0
 
 
@@ -141,7 +141,7 @@ def test_bench_selfplay_json(onnx_models):
         "--json",
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["ratio"] > 0 and report["parallel_games"] == 4
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -71,9 +72,20 @@ def main(
 def perft(game: GameOption, depth: Annotated[int, typer.Option(min=0, max=64)]):
     """Count positions exactly DEPTH plies from the start (finished games stop)."""
     from cartridge.games import perft as count_positions
+    from cartridge.progress import progress_bar
 
-    g = _game(game)
-    typer.echo(count_positions(g.new_initial_state(), depth))
+    start = _game(game).new_initial_state()
+    if depth == 0:
+        typer.echo(1)
+        return
+    # Counted one first move at a time, only so that deep counts can show progress.
+    actions = start.legal_actions()
+    total = 0
+    with progress_bar(f"perft {game.value} {depth}", len(actions), transient=True) as advance:
+        for done, action in enumerate(actions, 1):
+            total += count_positions(start.apply(action), depth - 1)
+            advance(done)
+    typer.echo(total)
 
 
 @app.command()
@@ -167,7 +179,7 @@ def arena(
     typer.echo(
         f"{result.player1} vs {result.player2} on {g.name}: {result.wins} wins, "
         f"{result.draws} draws, {result.losses} losses; score {result.score:.3f} "
-        f"(95% CI {low:.3f}-{high:.3f}), Elo {result.elo_diff:+.0f}"
+        f"(95% CI {low:.3f}-{high:.3f}), {_elo_text(result.elo_diff)}"
     )
 
 
@@ -206,9 +218,14 @@ def bench_mcts(
     as_json: JsonFlag = False,
 ):
     """Search simulations per second (uniform evaluator) vs a dict-based Python PUCT."""
+    from cartridge.benchmarking.search import baseline_runs
     from cartridge.benchmarking.search import bench_mcts as run
+    from cartridge.progress import progress_bar
 
-    _print_result(run(_game(game), sims, trees=trees, repeats=repeats), as_json)
+    total = repeats + baseline_runs(repeats)
+    with progress_bar(f"bench mcts {game.value}", total, transient=True) as advance:
+        report = run(_game(game), sims, trees=trees, repeats=repeats, on_run_end=advance)
+    _print_result(report, as_json)
 
 
 @bench_app.command("selfplay")
@@ -224,18 +241,25 @@ def bench_selfplay(
 ):
     """Self-play evaluation throughput vs raw onnxruntime at the same batch size."""
     from cartridge.benchmarking.search import bench_selfplay as run
+    from cartridge.progress import progress_bar
 
-    _print_result(
-        run(
+    with progress_bar(f"bench selfplay {game.value}", games, transient=True) as advance:
+        report = run(
             _game(game),
             str(model),
             games=games,
             simulations=sims,
             parallel_games=parallel,
             threads=threads,
-        ),
-        as_json,
-    )
+            on_game_end=advance,
+        )
+    _print_result(report, as_json)
+
+
+def _elo_text(elo: float) -> str:
+    if math.isinf(elo):
+        return "Elo difference unbounded (one side scored every point)"
+    return f"Elo {round(elo) or 0:+d}"
 
 
 def _print_result(result: dict, as_json: bool) -> None:

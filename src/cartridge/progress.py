@@ -14,8 +14,12 @@ from rich.progress import (
 
 
 @contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True):
-    """Yields `advance(done)` that sets the completed count; a no-op when disabled."""
+def progress_bar(description: str, total: int, enabled: bool = True, transient: bool = False):
+    """Yields `advance(done)` that sets the completed count; a no-op when disabled.
+
+    Bars go to stderr, so a command's stdout stays clean for its result.
+    `transient` bars vanish when done, for commands whose output is one value.
+    """
     if not enabled:
         yield lambda done: None
         return
@@ -27,7 +31,7 @@ def progress_bar(description: str, total: int, enabled: bool = True):
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=Console(stderr=True),
-        transient=False,
+        transient=transient,
     ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda done: progress.update(task, completed=done)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -15,12 +16,18 @@ from cartridge.mcts import BatchedMCTS
 from cartridge.selfplay import SelfPlayConfig, play_selfplay
 
 
+def baseline_runs(repeats: int) -> int:
+    """The Python baseline is slow and steady: half as many runs suffice."""
+    return max(1, repeats // 2)
+
+
 def bench_mcts(
     game: Game,
     simulations: int,
     trees: int = 64,
     repeats: int = 5,
     baseline_simulations: int = 2000,
+    on_run_end: Callable[[int], None] | None = None,
 ) -> dict:
     """Simulations per second of the batched search from the start position, uniform
     evaluator, one thread; next to the dict-based Python PUCT measured in the same run."""
@@ -34,11 +41,15 @@ def bench_mcts(
         began = time.perf_counter()
         done = search.run(evaluator, simulations)
         rates.append(done / (time.perf_counter() - began))
+        if on_run_end:
+            on_run_end(len(rates))
     baseline_rates = []
-    for _ in range(max(1, repeats // 2)):
+    for _ in range(baseline_runs(repeats)):
         began = time.perf_counter()
         python_puct(start, baseline_simulations)
         baseline_rates.append(baseline_simulations / (time.perf_counter() - began))
+        if on_run_end:
+            on_run_end(len(rates) + len(baseline_rates))
     rate, baseline = statistics.median(rates), statistics.median(baseline_rates)
     return {
         "game": game.name,
@@ -76,6 +87,7 @@ def bench_selfplay(
     parallel_games: int = 64,
     threads: int = 1,
     seed: int = 0,
+    on_game_end: Callable[[int], None] | None = None,
 ) -> dict:
     """Self-play positions evaluated per second against the network bound: the same
     ONNX model, run raw on real self-play positions with exactly the batch sizes
@@ -84,7 +96,7 @@ def bench_selfplay(
     timed = _TimedEvaluator(OnnxEvaluator(game, model_path, threads=threads))
     config = SelfPlayConfig.for_game(game, games, simulations, parallel_games=parallel_games)
     began = time.perf_counter()
-    shard = play_selfplay(game, timed, config, seed=seed)
+    shard = play_selfplay(game, timed, config, seed=seed, on_game_end=on_game_end)
     wall = time.perf_counter() - began
     positions = sum(timed.batch_sizes)
 
