@@ -511,24 +511,24 @@ cdef class BatchedMCTS:
 
     def visit_counts(self, int i):
         """N(root, a) for every action (zeros for illegal ones), int32 [num_actions]."""
-        cdef Tree* t = self._tree(i)
-        counts = np.zeros(self.game.num_actions, dtype=np.int32)
-        cdef Node* root = &t.nodes[t.root]
-        cdef int k
-        if root.status == EXPANDED:
-            for k in range(root.num_edges):
-                counts[t.edges[root.first_edge + k].action] = t.edges[root.first_edge + k].visits
-        return counts
+        return self._root_edge_values(i, np.int32)
 
     def priors(self, int i):
         """P(root, a) as used by the search (after noise), float32 [num_actions]."""
+        return self._root_edge_values(i, np.float32)
+
+    cdef object _root_edge_values(self, int i, dtype):
+        """Visit counts (int32) or priors (float32) of the root's edges, by action."""
         cdef Tree* t = self._tree(i)
-        out = np.zeros(self.game.num_actions, dtype=np.float32)
+        out = np.zeros(self.game.num_actions, dtype=dtype)
         cdef Node* root = &t.nodes[t.root]
+        cdef Edge* edge
         cdef int k
+        cdef bint counts = dtype == np.int32
         if root.status == EXPANDED:
             for k in range(root.num_edges):
-                out[t.edges[root.first_edge + k].action] = t.edges[root.first_edge + k].prior
+                edge = &t.edges[root.first_edge + k]
+                out[edge.action] = edge.visits if counts else edge.prior
         return out
 
     def root_value(self, int i):
