@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +24,9 @@ app = typer.Typer(
 bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (one core).")
 shard_app = typer.Typer(no_args_is_help=True, help="Inspect replay shards.")
 app.add_typer(bench_app, name="bench")
+stack_app = typer.Typer(no_args_is_help=True, help="Local S3 store and MLflow server.")
 app.add_typer(shard_app, name="shard")
+app.add_typer(stack_app, name="stack")
 
 log = logging.getLogger("cartridge")
 err_console = Console(stderr=True)
@@ -37,6 +40,11 @@ class GameName(StrEnum):
 
 GameOption = Annotated[GameName, typer.Option("--game", "-g", help="Which game.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="State directory (default .cartridge).")
+]
+S3PortOption = Annotated[int | None, typer.Option("--s3-port", help="S3 API port.")]
+MlflowPortOption = Annotated[int | None, typer.Option("--mlflow-port", help="MLflow port.")]
 
 
 def _friendly_errors(command):
@@ -46,11 +54,23 @@ def _friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ValueError, FileNotFoundError, FileExistsError) as error:
+        except (typer.Exit, typer.Abort):  # click's own exits are RuntimeErrors too
+            raise
+        except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
             err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _connect(home: Path | None = None):
+    """Point MLflow and S3 clients at the running local stack, unless the environment
+    already names servers (a cluster's MLflow and MinIO). Returns the stack config."""
+    from cartridge.stack import StackConfig, use_running_stack
+
+    config = StackConfig.from_env(**({"home": home} if home else {}))
+    use_running_stack(config)
+    return config
 
 
 def _game(name: GameName):
@@ -94,7 +114,7 @@ def selfplay(
     game: GameOption,
     games: Annotated[int, typer.Option(min=1, help="Games to play.")],
     sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")],
-    out: Annotated[Path, typer.Option(help="Directory for the replay shard.")],
+    out: Annotated[str, typer.Option(help="Directory or s3:// prefix for the replay shard.")],
     model: Annotated[str | None, typer.Option(help="ONNX model; uniform priors if absent.")] = None,
     evaluator: Annotated[str, typer.Option(help="uniform or rollout when no model.")] = "uniform",
     seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
@@ -103,14 +123,20 @@ def selfplay(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Play GAMES self-play games and write one replay shard to OUT."""
+    from cartridge import storage
     from cartridge.evaluators import make_evaluator
     from cartridge.progress import progress_bar
     from cartridge.replay import sha256_file, write_shard
     from cartridge.selfplay import SelfPlayConfig, play_selfplay
 
     g = _game(game)
-    if (out / "metadata.json").exists():
-        raise FileExistsError(f"{out} already holds a replay shard; shards are immutable")
+    destination = str(out)
+    if storage.is_s3(destination):
+        _connect()
+    if storage.is_s3(destination) and storage.list_keys(destination):
+        raise FileExistsError(f"{destination} already holds objects; shards are immutable")
+    if not storage.is_s3(destination) and (Path(destination) / "metadata.json").exists():
+        raise FileExistsError(f"{destination} already holds a replay shard; shards are immutable")
     spec = model or evaluator
     leaf_evaluator = make_evaluator(spec, g, threads=threads, seed=seed)
     config = SelfPlayConfig.for_game(g, games, sims, parallel_games=parallel)
@@ -124,7 +150,11 @@ def selfplay(
             model_sha256=sha256_file(Path(model)) if model else None,
             on_game_end=advance,
         )
-    write_shard(out, shard)
+    if storage.is_s3(destination):
+        with tempfile.TemporaryDirectory(prefix="cartridge-shard-") as workdir:
+            storage.upload_dir(write_shard(Path(workdir) / "shard", shard), destination)
+    else:
+        write_shard(destination, shard)
     m = shard.metadata
     log.info(
         "wrote shard %s: %d games, %d positions (X wins %d, draws %d, O wins %d)",
@@ -140,11 +170,14 @@ def selfplay(
 
 @shard_app.command("inspect")
 @_friendly_errors
-def shard_inspect(directory: Path):
-    """Verify a shard's checksums and print its metadata as JSON."""
-    from cartridge.replay import read_shard
+def shard_inspect(location: str):
+    """Verify a shard's checksums (local dir or s3:// prefix) and print its metadata as JSON."""
+    from cartridge.training.data import open_shard
 
-    typer.echo(read_shard(directory).metadata.model_dump_json(indent=2))
+    _connect()
+    with tempfile.TemporaryDirectory(prefix="cartridge-inspect-") as workdir:
+        shard = open_shard(location, Path(workdir))
+    typer.echo(shard.metadata.model_dump_json(indent=2))
 
 
 @app.command()
@@ -206,6 +239,196 @@ def init_model(
     torch.manual_seed(seed)
     export_onnx(build_network(g, config), g, out)
     log.info("wrote %s (%s)", out, config.model_dump_json())
+
+
+@app.command()
+@_friendly_errors
+def train(
+    game: Annotated[GameName | None, typer.Option("--game", "-g", help="Game to train.")] = None,
+    shard: Annotated[list[str] | None, typer.Option(help="Shard dir or s3:// prefix.")] = None,
+    replay: Annotated[str | None, typer.Option(help="Replay root with iteration dirs.")] = None,
+    window: Annotated[int, typer.Option(min=1, help="Last K iterations of --replay.")] = 4,
+    steps: Annotated[int, typer.Option(min=1)] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 1e-3,
+    weight_decay: float = 1e-4,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    blocks: Annotated[int | None, typer.Option(help="ResNet blocks.")] = None,
+    channels: Annotated[int | None, typer.Option(help="ResNet channels.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
+    log_every: Annotated[int, typer.Option(min=1)] = 10,
+    checkpoint_dir: Annotated[
+        str | None, typer.Option(help="Local dir or s3:// prefix for checkpoints.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --checkpoint-dir.")] = False,
+    init_checkpoint: Annotated[str | None, typer.Option(help="Start from these weights.")] = None,
+    iteration: Annotated[int, typer.Option(min=0, help="Loop iteration (a tag).")] = 0,
+    pipeline_run_id: Annotated[str | None, typer.Option(help="KFP run id (a tag).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
+    register: Annotated[bool, typer.Option(help="Register the model version.")] = True,
+    home: HomeOption = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Train on replay shards, export and verify ONNX, log to MLflow, register a challenger."""
+    from datetime import UTC, datetime
+
+    from cartridge.networks import default_network_config
+    from cartridge.progress import progress_bar
+    from cartridge.tracking import resolve_tracking_uri
+    from cartridge.training import Preempted, TrainConfig, resolve_window
+    from cartridge.training import train as run_training
+
+    stack = _connect(home)
+    if resume:
+        if not checkpoint_dir:
+            raise ValueError("--resume needs the --checkpoint-dir of the run to continue")
+        config, shards = None, []
+    else:
+        if game is None:
+            raise ValueError("--game is required (except with --resume)")
+        if bool(shard) == bool(replay):
+            raise ValueError("give either --shard (one or more) or --replay with --window")
+        g = _game(game)
+        network = default_network_config(g)
+        overrides = {k: v for k, v in (("blocks", blocks), ("channels", channels)) if v}
+        if overrides:
+            network = type(network).model_validate(
+                {**network.model_dump(), "kind": "resnet", **overrides}
+            )
+        config = TrainConfig(
+            game=g.name,
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=lr,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            seed=seed,
+            device=device,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            network=network,
+        )
+        shards = list(shard) if shard else resolve_window(replay, window)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        checkpoint_dir = checkpoint_dir or str(stack.home / "checkpoints" / f"{g.name}-{stamp}")
+    total = config.steps if config else 0
+    with progress_bar("train", total or 1, enabled=not (quiet or as_json or resume)) as advance:
+        try:
+            result = run_training(
+                config,
+                shards,
+                checkpoint_dir=checkpoint_dir,
+                tracking_uri=resolve_tracking_uri(stack.home, tracking_uri),
+                home=stack.home,
+                resume=resume,
+                iteration=iteration,
+                pipeline_run_id=pipeline_run_id,
+                init_checkpoint=init_checkpoint,
+                register=register,
+                on_step=advance,
+            )
+        except Preempted as stop:
+            err_console.print(
+                f"preempted: {stop}; continue with --resume", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(143) from None
+    report = {
+        "run_id": result.run_id,
+        "steps": result.steps,
+        "checkpoint": result.checkpoint,
+        "model_uri": result.model_uri,
+        "model_version": result.model_version,
+        "metrics": result.metrics,
+    }
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(
+            f"run {result.run_id}: {result.steps} steps, loss "
+            f"{result.metrics.get('loss', float('nan')):.4f}; checkpoint "
+            f"{result.checkpoint}; registered version {result.model_version}"
+        )
+
+
+def _stack_config(home, s3_port, mlflow_port):
+    from cartridge.stack import StackConfig
+
+    overrides = {"home": home, "s3_port": s3_port, "mlflow_port": mlflow_port}
+    return StackConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _print_stack(report: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({name: s.model_dump() for name, s in report.items()}))
+        return
+    for name, service in report.items():
+        state = "healthy" if service.healthy else "DOWN"
+        pid = service.pid if service.pid is not None else "-"
+        typer.echo(f"{name:<8} {state:<8} pid {pid!s:<8} {service.url}")
+
+
+@stack_app.command("up")
+@_friendly_errors
+def stack_up(
+    home: HomeOption = None,
+    s3_port: S3PortOption = None,
+    mlflow_port: MlflowPortOption = None,
+    as_json: JsonFlag = False,
+):
+    """Start the S3 store and MLflow (idempotent) and wait until both are healthy."""
+    from cartridge.stack import up
+
+    config = _stack_config(home, s3_port, mlflow_port)
+    report = up(config)
+    _print_stack(report, as_json)
+    if not as_json:
+        typer.echo(
+            f"\nMLflow UI: {config.mlflow_url}\nS3 endpoint: {config.s3_url} "
+            f'(bucket {config.bucket})\nClient settings: eval "$(cartridge stack env)"'
+        )
+
+
+@stack_app.command("down")
+@_friendly_errors
+def stack_down(
+    home: HomeOption = None, s3_port: S3PortOption = None, mlflow_port: MlflowPortOption = None
+):
+    """Stop the servers this stack started; their data stays."""
+    from cartridge.stack import down
+
+    stopped = down(_stack_config(home, s3_port, mlflow_port))
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("status")
+@_friendly_errors
+def stack_status(
+    home: HomeOption = None,
+    s3_port: S3PortOption = None,
+    mlflow_port: MlflowPortOption = None,
+    as_json: JsonFlag = False,
+):
+    """Each server's health, PID and URL."""
+    from cartridge.stack import status
+
+    _print_stack(status(_stack_config(home, s3_port, mlflow_port)), as_json)
+
+
+@stack_app.command("env")
+@_friendly_errors
+def stack_env(
+    home: HomeOption = None, s3_port: S3PortOption = None, mlflow_port: MlflowPortOption = None
+):
+    """Shell exports that point MLflow and S3 clients at the local stack."""
+    import shlex
+
+    from cartridge.stack import client_environment
+
+    for key, value in client_environment(_stack_config(home, s3_port, mlflow_port)).items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
 
 
 @bench_app.command("mcts")

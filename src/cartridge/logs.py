@@ -20,3 +20,6 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
         handler = RichHandler(show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Libraries that narrate their internals at INFO: keep their warnings only.
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "alembic", "mlflow.store.db.utils"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

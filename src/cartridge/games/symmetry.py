@@ -28,6 +28,12 @@ def _dihedral_maps(size: int) -> list[np.ndarray]:
     return [r * size + c for r, c in images]
 
 
+def permutations(game) -> tuple[np.ndarray, np.ndarray]:
+    """(cell_perms [S, H*W], action_perms [S, A]): gather indices for every symmetry,
+    for code that transforms whole batches itself (the trainer, on its device)."""
+    return _permutations(game.name)
+
+
 @cache
 def _permutations(name: str) -> tuple[np.ndarray, np.ndarray]:
     """(cell_perms [S, H*W], action_perms [S, A]) for the game called `name`."""

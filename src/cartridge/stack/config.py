@@ -1,0 +1,105 @@
+"""Where the local stack keeps its state and which ports it binds."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_HOME = Path(".cartridge")
+
+
+class StackConfig(BaseModel):
+    """Ports and paths of the local stack. Every server binds to `host` only.
+
+    Defaults follow each server's convention (S3 on 9000 as MinIO does, MLflow on
+    5000) and can be overridden with CARTRIDGE_HOME, CARTRIDGE_S3_PORT and
+    CARTRIDGE_MLFLOW_PORT, or the matching command-line options.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = DEFAULT_HOME
+    host: str = "127.0.0.1"
+    s3_port: int = Field(9000, ge=1024, le=65000)
+    mlflow_port: int = Field(5000, ge=1024, le=65535)
+    bucket: str = "cartridge"
+
+    @classmethod
+    def from_env(cls, **overrides) -> StackConfig:
+        values = {
+            "home": os.environ.get("CARTRIDGE_HOME"),
+            "s3_port": os.environ.get("CARTRIDGE_S3_PORT"),
+            "mlflow_port": os.environ.get("CARTRIDGE_MLFLOW_PORT"),
+        }
+        values.update(overrides)
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.home / "stack"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def artifacts_uri(self) -> str:
+        return f"s3://{self.bucket}/mlflow"
+
+
+class Credentials(BaseModel):
+    access_key: str
+    secret_key: str
+
+
+def load_or_create_credentials(config: StackConfig) -> Credentials:
+    """The object store's keys: made once per state directory, readable only by the owner."""
+    path = config.stack_dir / "credentials.json"
+    if path.exists():
+        return Credentials.model_validate_json(path.read_text())
+    credentials = Credentials(
+        access_key="cartridge-" + secrets.token_hex(6), secret_key=secrets.token_urlsafe(30)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(credentials.model_dump_json())
+    return credentials
+
+
+def client_environment(config: StackConfig) -> dict[str, str]:
+    """What a client needs: the tracking URI, and for direct S3 access the endpoint and keys."""
+    credentials = load_or_create_credentials(config)
+    return {
+        "MLFLOW_TRACKING_URI": config.mlflow_url,
+        "AWS_ENDPOINT_URL": config.s3_url,
+        "AWS_ACCESS_KEY_ID": credentials.access_key,
+        "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "CARTRIDGE_BUCKET": config.bucket,
+    }
+
+
+def seaweed_identities(credentials: Credentials) -> str:
+    """SeaweedFS's S3 identity file: one identity with full rights on every bucket."""
+    return json.dumps(
+        {
+            "identities": [
+                {
+                    "name": "cartridge",
+                    "credentials": [
+                        {"accessKey": credentials.access_key, "secretKey": credentials.secret_key}
+                    ],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+    )

@@ -1,0 +1,193 @@
+"""The servers of the local stack: how each starts, which ports it binds, how it shows health."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cartridge.stack.config import Credentials, StackConfig, seaweed_identities
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    url: str
+    command: list[str]
+    ports: dict[str, int]
+    healthy: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def s3_answers(config: StackConfig, credentials: Credentials) -> bool:
+    """True once the store accepts our keys (an authenticated ListBuckets succeeds)."""
+    client = _keyed_client(config, credentials)
+    try:
+        client.list_buckets()
+        return True
+    except (BotoCoreError, ClientError):
+        return False
+
+
+def _keyed_client(config: StackConfig, credentials: Credentials):
+    """A client with the stack's own keys: the caller's environment may point elsewhere."""
+    return boto3.client(
+        "s3",
+        endpoint_url=config.s3_url,
+        aws_access_key_id=credentials.access_key,
+        aws_secret_access_key=credentials.secret_key,
+        region_name="us-east-1",
+        config=Config(
+            connect_timeout=1,
+            read_timeout=5,
+            retries={"max_attempts": 1},
+            s3={"addressing_style": "path"},
+        ),
+    )
+
+
+def ensure_bucket(config: StackConfig, credentials: Credentials) -> None:
+    client = _keyed_client(config, credentials)
+    try:
+        client.head_bucket(Bucket=config.bucket)
+    except ClientError:
+        client.create_bucket(Bucket=config.bucket)
+
+
+def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
+    """MinIO when a `minio` binary is on PATH (what the cluster runs), else SeaweedFS."""
+    data = (config.stack_dir / "s3-data").resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    host, port = config.host, config.s3_port
+    minio = shutil.which("minio")
+    if minio:
+        return ServiceSpec(
+            name="s3",
+            url=config.s3_url,
+            command=[
+                minio,
+                "server",
+                str(data),
+                "--address",
+                f"{host}:{port}",
+                "--console-address",
+                f"{host}:{port + 1}",
+            ],
+            ports={"s3 api": port, "minio console": port + 1},
+            healthy=lambda: s3_answers(config, credentials),
+            env={
+                "MINIO_ROOT_USER": credentials.access_key,
+                "MINIO_ROOT_PASSWORD": credentials.secret_key,
+            },
+        )
+    identities = (config.stack_dir / "s3-identities.json").resolve()
+    descriptor = os.open(identities, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(seaweed_identities(credentials))
+    sockets = (config.stack_dir / "run").resolve()
+    sockets.mkdir(parents=True, exist_ok=True)
+    # weed mini runs master, volume, filer, S3 and admin servers; pin every port
+    # (gRPC ones included) next to the S3 port so stacks side by side never collide.
+    ports = {
+        "s3 api": port,
+        "master": port + 1,
+        "volume": port + 2,
+        "filer": port + 3,
+        "admin": port + 4,
+        "s3 grpc": port + 10,
+        "master grpc": port + 11,
+        "volume grpc": port + 12,
+        "filer grpc": port + 13,
+        "admin grpc": port + 14,
+    }
+    weed = Path(sys.executable).with_name("weed")
+    return ServiceSpec(
+        name="s3",
+        url=config.s3_url,
+        command=[
+            str(weed if weed.exists() else shutil.which("weed") or "weed"),
+            "mini",
+            f"-dir={data}",
+            f"-ip={host}",
+            f"-ip.bind={host}",
+            f"-s3.port={port}",
+            f"-s3.port.grpc={port + 10}",
+            f"-master.port={port + 1}",
+            f"-master.port.grpc={port + 11}",
+            f"-volume.port={port + 2}",
+            f"-volume.port.grpc={port + 12}",
+            f"-filer.port={port + 3}",
+            f"-filer.port.grpc={port + 13}",
+            f"-admin.port={port + 4}",
+            f"-admin.port.grpc={port + 14}",
+            f"-s3.config={identities}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            f"-bucket={config.bucket}",
+            f"-filer.localSocket={sockets / 'filer.sock'}",
+            f"-s3.localSocket={sockets / 's3.sock'}",
+        ],
+        ports=ports,
+        healthy=lambda: s3_answers(config, credentials),
+    )
+
+
+def mlflow_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
+    """Tracking server and registry: SQLite metadata, artifacts proxied into the bucket,
+    so clients need only MLFLOW_TRACKING_URI."""
+    database = (config.stack_dir / "mlflow.db").resolve()
+    return ServiceSpec(
+        name="mlflow",
+        url=config.mlflow_url,
+        command=[
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{database}",
+            "--artifacts-destination",
+            config.artifacts_uri,
+            "--serve-artifacts",
+            "--workers",
+            "1",
+            "--host",
+            config.host,
+            "--port",
+            str(config.mlflow_port),
+        ],
+        ports={"mlflow": config.mlflow_port},
+        healthy=lambda: http_ok(f"{config.mlflow_url}/health"),
+        env={
+            # The job runner would start about 2 GB of workers nobody here uses.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_S3_ENDPOINT_URL": config.s3_url,
+            "AWS_ACCESS_KEY_ID": credentials.access_key,
+            "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    )
+
+
+def stack_services(config: StackConfig, credentials: Credentials) -> list[ServiceSpec]:
+    """In start order: MLflow writes artifacts into the store."""
+    return [object_store(config, credentials), mlflow_server(config, credentials)]

@@ -1,0 +1,119 @@
+"""MLflow tracking and the model registry, the same code for a server and for embedded use.
+
+With MLFLOW_TRACKING_URI set (a cluster's MLflow, or `cartridge stack env`), runs
+go to that server, whose artifacts live in S3. Without it, and with no local
+stack running, MLflow runs embedded: a SQLite file and a local artifact folder
+under the state directory. Only the tracking URI differs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnx
+from mlflow.entities import Metric
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+
+from cartridge.games import Game
+from cartridge.networks import INPUT_NAME
+
+CHALLENGER = "challenger"
+MAX_METRICS_PER_BATCH = 1000  # MLflow's per-request limit
+
+
+def registered_model_name(game_name: str) -> str:
+    return f"cartridge-{game_name}"
+
+
+def experiment_name(game_name: str) -> str:
+    return f"cartridge-{game_name}"
+
+
+def resolve_tracking_uri(home: Path, explicit: str | None = None) -> str:
+    """Explicit URI, else MLFLOW_TRACKING_URI, else embedded SQLite under `home`."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+
+
+def use_tracking(tracking_uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, game_name: str, home: Path) -> str:
+    """The game's experiment id; embedded stores keep artifacts under `home`."""
+    name = experiment_name(game_name)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if client.tracking_uri.startswith("sqlite:"):
+        location = (home / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+class MetricBuffer:
+    """Collects per-step metrics and sends them with `log_batch`, about 100x cheaper
+    per point than one request each."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self.pending: list[Metric] = []
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
+
+    def flush(self) -> None:
+        while self.pending:
+            chunk = self.pending[:MAX_METRICS_PER_BATCH]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            self.pending = self.pending[MAX_METRICS_PER_BATCH:]
+
+
+def onnx_signature(game: Game) -> ModelSignature:
+    """Explicit tensor signature: `planes` in; `policy_logits` and `value` out; batch is -1."""
+    channels, height, width = game.planes_shape
+    return ModelSignature(
+        inputs=Schema(
+            [TensorSpec(np.dtype(np.float32), (-1, channels, height, width), INPUT_NAME)]
+        ),
+        outputs=Schema(
+            [
+                TensorSpec(np.dtype(np.float32), (-1, game.num_actions), "policy_logits"),
+                TensorSpec(np.dtype(np.float32), (-1,), "value"),
+            ]
+        ),
+    )
+
+
+def log_and_register(
+    client: MlflowClient, onnx_path: Path, game: Game, tags: dict[str, str]
+) -> tuple[str, str]:
+    """Log the ONNX model to the active run, register it as a new version of
+    `cartridge-<game>` with the given tags, and point alias `challenger` at it.
+
+    Returns (model URI inside the run, registered version).
+    """
+    info = mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)),
+        name="model",
+        signature=onnx_signature(game),
+        input_example=None,
+    )
+    name = registered_model_name(game.name)
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return info.model_uri, version.version

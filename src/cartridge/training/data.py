@@ -1,0 +1,89 @@
+"""The replay window: shards from local paths or S3, checked and stacked for sampling."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cartridge import storage
+from cartridge.replay import ReplayShard, ShardError, read_shard
+
+
+class DataError(ValueError):
+    """Replay data that cannot be trained on: missing, empty, corrupt or for another game."""
+
+
+@dataclass
+class ReplayData:
+    planes: np.ndarray  # uint8 [N, C, H, W]
+    policy: np.ndarray  # float32 [N, A]
+    outcome: np.ndarray  # float32 [N]
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+
+def resolve_window(replay_root: str, window: int) -> list[str]:
+    """Shards of the last `window` iterations under `replay_root`.
+
+    Layout: `<root>/<iteration>/<shard>/`, iterations ordered by name (the
+    pipeline writes zero-padded `iter-000042`), so "last" means highest name.
+    """
+    if window < 1:
+        raise DataError(f"replay window must be at least 1 iteration, got {window}")
+    try:
+        iterations = storage.list_children(replay_root)
+    except storage.StorageError as error:
+        raise DataError(f"cannot list replay root {replay_root}: {error}") from error
+    if not iterations:
+        raise DataError(f"replay root {replay_root} holds no iterations")
+    shards = []
+    for iteration in iterations[-window:]:
+        shards += storage.list_children(iteration)
+    if not shards:
+        raise DataError(f"the last {window} iterations under {replay_root} hold no shards")
+    return shards
+
+
+def open_shard(location: str, workdir: Path) -> ReplayShard:
+    """Read a shard from a directory or an s3:// prefix, checksums verified either way."""
+    if storage.is_s3(location):
+        local = workdir / f"shard-{len(list(workdir.iterdir()))}"
+        try:
+            storage.download_dir(location, local)
+        except storage.StorageError as error:
+            raise DataError(f"cannot fetch shard {location}: {error}") from error
+        return read_shard(local)
+    return read_shard(location)
+
+
+def load_replay(locations: list[str], game_name: str) -> ReplayData:
+    """Stack every shard into one array set; refuse anything that is not `game_name` data."""
+    if not locations:
+        raise DataError("no replay shards given")
+    parts: list[ReplayShard] = []
+    with tempfile.TemporaryDirectory(prefix="cartridge-shards-") as workdir:
+        for location in locations:
+            try:
+                shard = open_shard(str(location), Path(workdir))
+            except ShardError as error:
+                raise DataError(f"corrupt shard {location}: {error}") from error
+            if shard.metadata.game != game_name:
+                raise DataError(
+                    f"shard {location} holds {shard.metadata.game} positions; this run "
+                    f"trains {game_name}"
+                )
+            parts.append(shard)
+    total = sum(len(p) for p in parts)
+    if total == 0:
+        raise DataError(f"the {len(parts)} shard(s) given hold no positions")
+    return ReplayData(
+        planes=np.concatenate([p.planes for p in parts]),
+        policy=np.concatenate([p.policy for p in parts]),
+        outcome=np.concatenate([p.outcome for p in parts]),
+        sources=[str(location) for location in locations],
+    )

@@ -1,0 +1,374 @@
+"""`cartridge train`: replay shards in, a registered ONNX challenger out, every step in MLflow.
+
+The run is created before any data is read, so every failure (bad shards, a
+diverging loss, an ONNX export that disagrees with torch) leaves a FAILED run
+with its reason and registers nothing. SIGTERM (a spot node being reclaimed)
+saves a checkpoint, marks the run KILLED and exits; `resume=True` picks the same
+run and continues from that checkpoint exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import cartridge
+from cartridge.evaluators.onnx_model import OnnxEvaluator
+from cartridge.evaluators.torch_model import TorchEvaluator
+from cartridge.games import load
+from cartridge.networks import NetworkConfig, build_network, default_network_config, export_onnx
+from cartridge.tracking import (
+    MetricBuffer,
+    ensure_experiment,
+    log_and_register,
+    registered_model_name,
+    use_tracking,
+)
+from cartridge.training import checkpoint
+from cartridge.training.batches import BatchSampler
+from cartridge.training.config import TrainConfig
+from cartridge.training.data import ReplayData, load_replay
+
+log = logging.getLogger(__name__)
+
+ONNX_TOLERANCE = 1e-4
+VERIFY_POSITIONS = 256
+
+
+class TrainingError(RuntimeError):
+    """The run cannot produce a trustworthy model; it is marked FAILED."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; the checkpoint is saved and the run can be resumed."""
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    steps: int
+    checkpoint: str
+    model_uri: str | None
+    model_version: str | None
+    metrics: dict[str, float]
+
+
+def select_device(preference: str) -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' requested but CUDA is not available")
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def alphazero_loss(logits, values, target_policy, target_value, value_weight: float):
+    """Cross-entropy against the visit distribution plus squared value error.
+
+    Weight decay, the third AlphaZero term, is applied by the optimizer.
+    """
+    policy_loss = -(target_policy * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+    value_loss = F.mse_loss(values.float(), target_value)
+    return policy_loss + value_weight * value_loss, policy_loss, value_loss
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+    """Yields an Event that SIGTERM sets, so the loop stops at a step boundary."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def verify_onnx(model: torch.nn.Module, onnx_path: Path, game, data: ReplayData) -> float:
+    """Max abs difference between ONNX and torch on real positions; TrainingError above 1e-4."""
+    planes = data.planes[:VERIFY_POSITIONS].astype(np.float32)
+    onnx_logits, onnx_values = OnnxEvaluator(game, onnx_path).evaluate(planes)
+    torch_logits, torch_values = TorchEvaluator(game, model).evaluate(planes)
+    difference = float(
+        max(np.abs(onnx_logits - torch_logits).max(), np.abs(onnx_values - torch_values).max())
+    )
+    if not difference < ONNX_TOLERANCE:
+        raise TrainingError(
+            f"ONNX export disagrees with torch by {difference:.2e} "
+            f"(limit {ONNX_TOLERANCE:.0e}) on {len(planes)} positions"
+        )
+    return difference
+
+
+def train(
+    config: TrainConfig,
+    shards: list[str],
+    *,
+    checkpoint_dir: str,
+    tracking_uri: str,
+    home: Path,
+    resume: bool = False,
+    iteration: int = 0,
+    pipeline_run_id: str | None = None,
+    init_checkpoint: str | None = None,
+    register: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train, export, verify, log and register; see the module docstring for failures."""
+    saved = None
+    if resume:
+        if not checkpoint.exists(checkpoint_dir):
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
+        saved = checkpoint.load(checkpoint.checkpoint_location(checkpoint_dir))
+        config = TrainConfig.model_validate(saved["config"])
+        shards = saved["shards"]
+    elif checkpoint.exists(checkpoint_dir):
+        raise FileExistsError(
+            f"{checkpoint_dir} already holds a checkpoint; pass --resume to "
+            "continue that run or choose another --checkpoint-dir"
+        )
+    game = load(config.game)
+    network = config.network or default_network_config(game)
+    config = config.model_copy(update={"network": network})
+    client = use_tracking(tracking_uri)
+    experiment_id = ensure_experiment(client, game.name, home)
+    run = mlflow.start_run(
+        run_id=saved["run_id"] if saved else None,
+        experiment_id=None if saved else experiment_id,
+        run_name=None if saved else f"{game.name}-iter{iteration:04d}",
+        log_system_metrics=False,
+    )
+    run_id = run.info.run_id
+    tags = {
+        "game": game.name,
+        "iteration": str(iteration),
+        "shards": json.dumps(shards)[:4900],
+        "pipeline_run_id": pipeline_run_id or "",
+        "git_commit": git_commit(),
+        "cartridge_version": cartridge.__version__,
+    }
+    try:
+        if not saved:
+            mlflow.set_tags(tags)
+            mlflow.log_params(_flat_params(config, len(shards)))
+            mlflow.log_dict({"shards": shards}, "inputs/shards.json")
+        result = _train_run(
+            config,
+            game,
+            network,
+            shards,
+            saved,
+            run_id,
+            client,
+            checkpoint_dir,
+            init_checkpoint,
+            register,
+            tags,
+            on_step,
+        )
+    except Preempted:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException as error:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("failure", f"{type(error).__name__}: {error}"[:4900])
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+    return result
+
+
+def _flat_params(config: TrainConfig, shard_count: int) -> dict:
+    params = config.model_dump(exclude={"network"})
+    params.update({f"network_{k}": v for k, v in config.network.model_dump().items()})
+    params["shard_count"] = shard_count
+    return params
+
+
+def _train_run(
+    config,
+    game,
+    network: NetworkConfig,
+    shards,
+    saved,
+    run_id,
+    client,
+    checkpoint_dir,
+    init_checkpoint,
+    register,
+    tags,
+    on_step,
+) -> TrainResult:
+    data = load_replay(shards, game.name)
+    device = select_device(config.device)
+    torch.manual_seed(config.seed)
+    model = build_network(game, network)
+    if init_checkpoint:
+        _load_initial_weights(model, init_checkpoint, game.name, network)
+    model.to(device)
+    if device.type == "cuda" and network.kind == "resnet":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    step = 0
+    if saved:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        step = saved["step"]
+        log.info("resuming run %s at step %d of %d", run_id, step, config.steps)
+    sampler = BatchSampler(data, game, device, generator, config.augment)
+    metrics = MetricBuffer(client, run_id)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+
+    def save_checkpoint() -> str:
+        metrics.flush()
+        return checkpoint.save(
+            checkpoint_dir,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "run_id": run_id,
+                "config": config.model_dump(mode="json"),
+                "shards": shards,
+                "game": game.name,
+            },
+        )
+
+    last = {}
+    window_start, window_samples = time.perf_counter(), 0
+    model.train()
+    with _sigterm_flag() as preempt:
+        while step < config.steps:
+            planes, target_policy, target_value = sampler.sample(config.batch_size)
+            if device.type == "cuda" and network.kind == "resnet":
+                planes = planes.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits, values = model(planes)
+            loss, policy_loss, value_loss = alphazero_loss(
+                logits, values, target_policy, target_value, config.value_loss_weight
+            )
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at step {step + 1}; "
+                    "stopping before the weights are saved"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            window_samples += config.batch_size
+            last = {
+                "loss": loss.item(),
+                "policy_loss": policy_loss.item(),
+                "value_loss": value_loss.item(),
+                "grad_norm": float(grad_norm),
+                "learning_rate": scheduler.get_last_lr()[0],
+            }
+            metrics.add(step, last)
+            if step % config.log_every == 0 or step == config.steps:
+                elapsed = time.perf_counter() - window_start
+                metrics.add(step, {"samples_per_sec": window_samples / max(elapsed, 1e-9)})
+                metrics.flush()
+                window_start, window_samples = time.perf_counter(), 0
+            if step % config.checkpoint_every == 0 and step < config.steps:
+                save_checkpoint()
+            if on_step:
+                on_step(step)
+            if preempt.is_set():
+                location = save_checkpoint()
+                raise Preempted(f"SIGTERM at step {step}; checkpoint saved to {location}")
+    location = save_checkpoint()
+    model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
+    with tempfile.TemporaryDirectory(prefix="cartridge-export-") as workdir:
+        onnx_path = export_onnx(model, game, Path(workdir) / "model.onnx")
+        difference = verify_onnx(model, onnx_path, game, data)
+        mlflow.log_metric("onnx_max_abs_diff", difference, step=step)
+        final = Path(workdir) / "checkpoint.pt"
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "game": game.name,
+                "network": network.model_dump(),
+                "step": step,
+            },
+            final,
+        )
+        mlflow.log_artifact(str(final), artifact_path="checkpoint")
+        model_uri = version = None
+        if register:
+            version_tags = {**tags, "run_id": run_id, "onnx_max_abs_diff": f"{difference:.3e}"}
+            model_uri, version = log_and_register(client, onnx_path, game, version_tags)
+            log.info(
+                "registered %s version %s (alias challenger)",
+                registered_model_name(game.name),
+                version,
+            )
+    return TrainResult(
+        run_id=run_id,
+        steps=step,
+        checkpoint=location,
+        model_uri=model_uri,
+        model_version=version,
+        metrics=last,
+    )
+
+
+def _load_initial_weights(model, location: str, game_name: str, network: NetworkConfig) -> None:
+    """Start from another run's weights (the champion's), refusing a different game or shape."""
+    saved = checkpoint.load(location)
+    if saved.get("game") != game_name:
+        raise TrainingError(
+            f"initial checkpoint {location} is for {saved.get('game')}, not {game_name}"
+        )
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as error:
+        raise TrainingError(
+            f"initial checkpoint {location} does not fit the {network.kind} "
+            f"network configured here: {str(error).splitlines()[0]}"
+        ) from error

@@ -1,0 +1,97 @@
+import json
+import socket
+import subprocess
+
+import psutil
+import pytest
+from conftest import make_stack_config
+from typer.testing import CliRunner
+
+from cartridge import storage
+from cartridge.cli import app
+from cartridge.stack import StackError, client_environment, down, status, up
+
+runner = CliRunner()
+
+
+def cli(config, *args):
+    options = [
+        "--home",
+        str(config.home),
+        "--s3-port",
+        str(config.s3_port),
+        "--mlflow-port",
+        str(config.mlflow_port),
+    ]
+    return runner.invoke(app, ["stack", *args, *options])
+
+
+def test_lifecycle_is_idempotent_keeps_data_and_stops_only_its_own(tmp_path, monkeypatch):
+    config = make_stack_config(tmp_path / ".cartridge")
+    before = json.loads(cli(config, "status", "--json").stdout)
+    assert set(before) == {"s3", "mlflow"}
+    assert not any(s["healthy"] for s in before.values()) and before["s3"]["pid"] is None
+
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        started = cli(config, "up")
+        assert started.exit_code == 0, started.output
+        assert config.mlflow_url in started.stdout and config.s3_url in started.stdout
+        report = json.loads(cli(config, "status", "--json").stdout)
+        assert all(s["healthy"] for s in report.values())
+        assert report["mlflow"]["url"] == config.mlflow_url
+        pids = {name: s["pid"] for name, s in report.items()}
+
+        again = up(config)  # idempotent: same processes, nothing restarted
+        assert {name: s.pid for name, s in again.items()} == pids
+
+        for key, value in client_environment(config).items():
+            monkeypatch.setenv(key, value)
+        storage.upload_file(_write(tmp_path / "kept.txt", "kept"), "s3://cartridge/probe/kept.txt")
+
+        stopped = cli(config, "down")
+        assert stopped.exit_code == 0 and "mlflow" in stopped.stdout
+        assert not any(psutil.pid_exists(pid) for pid in pids.values())
+        assert bystander.poll() is None  # not ours: untouched
+        assert (config.stack_dir / "mlflow.db").exists()
+        assert not any(s.healthy for s in status(config).values())
+        assert "nothing was running" in cli(config, "down").stdout
+
+        up(config)
+        assert storage.list_keys("s3://cartridge/probe") == ["s3://cartridge/probe/kept.txt"]
+    finally:
+        down(config)
+        bystander.kill()
+
+
+def test_a_taken_port_is_refused_and_nothing_starts(tmp_path):
+    config = make_stack_config(tmp_path / ".cartridge")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", config.mlflow_port))
+        squatter.listen()
+        with pytest.raises(StackError, match=f"port {config.mlflow_port} .* already in use"):
+            up(config)
+        result = cli(config, "up")
+        assert result.exit_code == 2 and "already in use" in result.output
+    assert not any(s.pid for s in status(config).values())
+
+
+def test_wrong_keys_are_rejected_with_a_clear_message(stack_env, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(storage.StorageError, match="rejected the credentials"):
+        storage.list_keys(f"s3://{stack_env.bucket}/")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    with pytest.raises(storage.StorageError, match="AWS_ACCESS_KEY_ID"):
+        storage.list_keys(f"s3://{stack_env.bucket}/")
+
+
+def test_env_prints_client_settings(local_stack):
+    result = cli(local_stack, "env")
+    assert f"export MLFLOW_TRACKING_URI={local_stack.mlflow_url}" in result.stdout
+    assert "export AWS_SECRET_ACCESS_KEY=" in result.stdout
+    assert (local_stack.stack_dir / "credentials.json").stat().st_mode & 0o077 == 0
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

@@ -1,0 +1,289 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from cartridge import storage
+from cartridge.evaluators import UniformEvaluator
+from cartridge.games import load
+from cartridge.replay import read_shard, write_shard
+from cartridge.selfplay import SelfPlayConfig, play_selfplay
+from cartridge.training import DataError, TrainConfig, TrainingError, train
+from cartridge.training import checkpoint as checkpoints
+
+CLI = str(Path(sys.executable).with_name("cartridge"))
+
+
+@pytest.fixture(scope="module")
+def shard_dirs(tmp_path_factory):
+    """Real self-play shards: two TicTacToe, one Connect 4."""
+    root = tmp_path_factory.mktemp("replay")
+    dirs = {}
+    for name, game_name, seed in (
+        ("ttt-a", "tictactoe", 1),
+        ("ttt-b", "tictactoe", 2),
+        ("c4", "connect4", 3),
+    ):
+        game = load(game_name)
+        config = SelfPlayConfig.for_game(game, 24, 24, parallel_games=24)
+        dirs[name] = write_shard(
+            root / name, play_selfplay(game, UniformEvaluator(game), config, seed=seed)
+        )
+    return dirs
+
+
+def run_training(home, shards, tracking_uri, steps=30, **options):
+    config = TrainConfig(
+        game="tictactoe", steps=steps, batch_size=32, checkpoint_every=10, log_every=5, **options
+    )
+    return train(
+        config,
+        [str(s) for s in shards],
+        checkpoint_dir=str(home / "ckpt"),
+        tracking_uri=tracking_uri,
+        home=home,
+        iteration=3,
+        pipeline_run_id="kfp-123",
+    )
+
+
+def test_train_on_the_stack_registers_a_challenger_in_s3(stack_env, shard_dirs, tmp_path):
+    # Shards and checkpoints on S3 too, as in the cluster.
+    shard_uris = []
+    for name in ("ttt-a", "ttt-b"):
+        uri = f"s3://{stack_env.bucket}/replay/tictactoe/iter-000001/{name}"
+        storage.upload_dir(shard_dirs[name], uri)
+        shard_uris.append(uri)
+    config = TrainConfig(
+        game="tictactoe", steps=25, batch_size=32, checkpoint_every=10, log_every=5
+    )
+    checkpoint_dir = f"s3://{stack_env.bucket}/checkpoints/test-{time.time_ns()}"
+    result = train(
+        config,
+        shard_uris,
+        checkpoint_dir=checkpoint_dir,
+        tracking_uri=stack_env.mlflow_url,
+        home=tmp_path,
+        iteration=1,
+    )
+    assert result.steps == 25 and result.model_version is not None
+    assert checkpoints.exists(checkpoint_dir)
+
+    client = MlflowClient(stack_env.mlflow_url)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["game"] == "tictactoe" and run.data.tags["iteration"] == "1"
+    assert shard_uris[0] in run.data.tags["shards"]
+    assert run.data.params["batch_size"] == "32"
+    history = client.get_metric_history(result.run_id, "loss")
+    assert [m.step for m in history] == list(range(1, 26))
+
+    version = client.get_model_version_by_alias("cartridge-tictactoe", "challenger")
+    assert version.version == str(result.model_version)
+    assert version.tags["run_id"] == result.run_id and version.tags["game"] == "tictactoe"
+
+    # MLflow's own loader, through the alias, gives a model onnxruntime runs.
+    mlflow.set_tracking_uri(stack_env.mlflow_url)
+    model = mlflow.onnx.load_model("models:/cartridge-tictactoe@challenger")
+    session = ort.InferenceSession(model.SerializeToString())
+    logits, values = session.run(None, {"planes": np.zeros((3, 2, 3, 3), np.float32)})
+    assert logits.shape == (3, 9) and values.shape == (3,)
+
+    # The artifacts really live in the bucket, under the server's artifact root.
+    keys = storage.list_keys(f"s3://{stack_env.bucket}/mlflow")
+    assert any(k.endswith("model.onnx") for k in keys)
+    assert any(k.endswith("checkpoint/checkpoint.pt") for k in keys)
+
+
+def test_embedded_mode_uses_the_same_code(embedded_env, shard_dirs):
+    home = embedded_env
+    tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+    home.mkdir(parents=True, exist_ok=True)
+    result = run_training(home, [shard_dirs["ttt-a"]], tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.onnx.load_model("models:/cartridge-tictactoe@challenger")
+    assert [o.name for o in model.graph.output] == ["policy_logits", "value"]
+    assert result.model_version == "1" or int(result.model_version) >= 1
+    assert (home / "mlartifacts").is_dir()
+
+
+def _runs(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("cartridge-tictactoe")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def _versions(tracking_uri):
+    return MlflowClient(tracking_uri).search_model_versions("name='cartridge-tictactoe'")
+
+
+def test_nan_loss_fails_the_run_and_registers_nothing(embedded_env, shard_dirs, tmp_path):
+    shard = read_shard(shard_dirs["ttt-a"])
+    shard.policy[:] = np.nan  # well-formed files, poisoned numbers
+    poisoned = write_shard(tmp_path / "poisoned", shard)
+    tracking_uri = f"sqlite:///{tmp_path / 'nan.db'}"
+    with pytest.raises(TrainingError, match="loss became nan at step 1"):
+        run_training(tmp_path, [poisoned], tracking_uri)
+    (run,) = _runs(tracking_uri)
+    assert run.info.status == "FAILED" and "loss became nan" in run.data.tags["failure"]
+    assert _versions(tracking_uri) == []
+
+
+def test_corrupt_shard_fails_the_run_and_registers_nothing(embedded_env, shard_dirs, tmp_path):
+    broken = tmp_path / "broken"
+    write_shard(broken, read_shard(shard_dirs["ttt-a"]))
+    policy = broken / "policy.npy"
+    policy.write_bytes(policy.read_bytes()[:100])
+    tracking_uri = f"sqlite:///{tmp_path / 'corrupt.db'}"
+    with pytest.raises(DataError, match="corrupt shard .*sha256"):
+        run_training(tmp_path, [broken], tracking_uri)
+    (run,) = _runs(tracking_uri)
+    assert run.info.status == "FAILED"
+    assert _versions(tracking_uri) == []
+
+
+def test_other_games_data_and_empty_inputs_are_refused(embedded_env, shard_dirs, tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path / 'mismatch.db'}"
+    with pytest.raises(DataError, match="holds connect4 positions; this run trains tictactoe"):
+        run_training(tmp_path, [shard_dirs["c4"]], tracking_uri)
+    with pytest.raises(DataError, match="no replay shards"):
+        run_training(tmp_path / "empty", [], tracking_uri)
+    assert {r.info.status for r in _runs(tracking_uri)} == {"FAILED"}
+
+
+def test_existing_checkpoint_needs_resume(embedded_env, shard_dirs, tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path / 'twice.db'}"
+    run_training(tmp_path, [shard_dirs["ttt-a"]], tracking_uri, steps=10)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run_training(tmp_path, [shard_dirs["ttt-a"]], tracking_uri, steps=10)
+
+
+def test_initial_weights_must_fit(embedded_env, shard_dirs, tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path / 'init.db'}"
+    first = run_training(tmp_path / "a", [shard_dirs["ttt-a"]], tracking_uri, steps=5)
+    # Same game, same network: accepted. Connect 4 weights: refused.
+    config = TrainConfig(game="connect4", steps=5, batch_size=8)
+    with pytest.raises(TrainingError, match="is for tictactoe, not connect4"):
+        train(
+            config,
+            [str(shard_dirs["c4"])],
+            checkpoint_dir=str(tmp_path / "c"),
+            tracking_uri=tracking_uri,
+            home=tmp_path,
+            init_checkpoint=first.checkpoint,
+        )
+
+
+# ---------------------------------------------------------------- kill and resume
+
+
+def _train_command(home, shard, checkpoint_dir, steps):
+    return [
+        CLI,
+        "train",
+        "--game",
+        "tictactoe",
+        "--shard",
+        str(shard),
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "64",
+        "--checkpoint-every",
+        "25",
+        "--checkpoint-dir",
+        str(checkpoint_dir),
+        "--home",
+        str(home),
+        "--seed",
+        "5",
+        "--quiet",
+        "--no-register",
+    ]
+
+
+def _env(home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    return env
+
+
+STEPS = 1500
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shard_dirs, tmp_path_factory):
+    home = tmp_path_factory.mktemp("reference")
+    subprocess.run(
+        _train_command(home, shard_dirs["ttt-a"], home / "ckpt", STEPS),
+        env=_env(home),
+        check=True,
+        capture_output=True,
+    )
+    return checkpoints.load(str(home / "ckpt" / "latest.pt"))
+
+
+def _wait_for_checkpoint(process, location, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not checkpoints.exists(location):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(
+    kill, shard_dirs, tmp_path, uninterrupted, stack_env
+):
+    home = tmp_path
+    env = _env(home)
+    if kill == signal.SIGTERM:
+        # Spot preemption, with checkpoints on S3 as in the cluster.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+        checkpoint_dir = f"s3://{stack_env.bucket}/checkpoints/resume-{time.time_ns()}"
+    else:
+        checkpoint_dir = str(home / "ckpt")
+    command = _train_command(home, shard_dirs["ttt-a"], checkpoint_dir, STEPS)
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_checkpoint(process, checkpoint_dir)
+        process.send_signal(kill)
+        code = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert code == (143 if kill == signal.SIGTERM else -signal.SIGKILL)
+    interrupted_at = checkpoints.load(checkpoints.checkpoint_location(checkpoint_dir))["step"]
+    assert 0 < interrupted_at < STEPS
+
+    subprocess.run(
+        [
+            CLI,
+            "train",
+            "--resume",
+            "--checkpoint-dir",
+            checkpoint_dir,
+            "--home",
+            str(home),
+            "--quiet",
+            "--no-register",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    resumed = checkpoints.load(checkpoints.checkpoint_location(checkpoint_dir))
+    assert resumed["step"] == uninterrupted["step"] == STEPS
+    assert resumed["run_id"] != uninterrupted["run_id"]
+    for name, tensor in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+    runs = _runs(env["MLFLOW_TRACKING_URI"])
+    assert [r.info.status for r in runs] == ["FINISHED"]  # the same run, finished
