@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import boto3
@@ -47,19 +48,31 @@ def join(base: str | Path, *parts: str) -> str:
 
 
 def s3_client(endpoint_url: str | None = None):
-    """A boto3 S3 client with bounded timeouts and retries, path-style addressing."""
+    """A boto3 S3 client for the current environment's endpoint and keys.
+
+    boto3's default session caches the first credentials it finds, so clients are
+    built from their own session, one per distinct setting, reused while it holds.
+    """
+    return _client_for(
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+        os.environ.get("AWS_ACCESS_KEY_ID"),
+        os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+
+
+@lru_cache(maxsize=16)
+def _client_for(endpoint_url, access_key, secret_key, region):
     config = Config(
         connect_timeout=5,
         read_timeout=60,
         retries={"max_attempts": 3, "mode": "standard"},
         s3={"addressing_style": "path"},
     )
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=config,
+    session = boto3.session.Session(
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
     )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
 @contextmanager
