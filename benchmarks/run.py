@@ -49,6 +49,14 @@ def main() -> None:
             f"raw onnxruntime {report['raw_onnxruntime_positions_per_sec']:,} pos/s | "
             f"{report['ratio']:.1%} |"
         )
+    for game, shape in (("tictactoe", []), ("connect4", ["--blocks", "5", "--channels", "64"])):
+        report = cartridge("bench", "train", "--game", game, *shape, "--json")
+        (OUT / f"train-{game}.json").write_text(json.dumps(report, indent=2))
+        rows.append(
+            f"| train ({report['device']}) | {game} | {report['trainer_samples_per_sec']:,} "
+            f"samples/s, {report['trainer_ms_per_step']} ms/step | bare loop "
+            f"{report['bare_samples_per_sec']:,} samples/s | {report['ratio']:.1%} |"
+        )
     print("| bench | game | result | baseline (same run) | ratio |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

@@ -153,3 +153,73 @@ def test_init_model_writes_onnx(tmp_path):
     from cartridge.games import load
 
     OnnxEvaluator(load("othello"), out)
+
+
+def test_train_argument_errors(embedded_env, tmp_path):
+    no_data = invoke("train", "--game", "tictactoe", "--steps", 5)
+    assert no_data.exit_code == 2 and "either --shard" in no_data.output
+    no_game = invoke("train", "--shard", tmp_path)
+    assert no_game.exit_code == 2 and "--game is required" in no_game.output
+    resume = invoke("train", "--resume")
+    assert resume.exit_code == 2 and "--checkpoint-dir" in resume.output
+    missing = invoke("train", "--resume", "--checkpoint-dir", tmp_path / "none")
+    assert missing.exit_code == 2 and "no checkpoint" in missing.output
+    empty_root = tmp_path / "replay"
+    empty_root.mkdir()
+    window = invoke("train", "--game", "tictactoe", "--replay", empty_root, "--window", 2)
+    assert window.exit_code == 2 and "holds no iterations" in window.output
+
+
+def test_train_from_a_replay_window_prints_json(embedded_env, tmp_path):
+    root = tmp_path / "replay"
+    for iteration, seed in (("iter-000001", 1), ("iter-000002", 2), ("iter-000003", 3)):
+        out = root / iteration / "shard-0"
+        assert (
+            invoke(
+                "selfplay",
+                "--game",
+                "tictactoe",
+                "--games",
+                4,
+                "--sims",
+                8,
+                "--out",
+                out,
+                "--seed",
+                seed,
+                "--quiet",
+            ).exit_code
+            == 0
+        )
+    result = invoke(
+        "train",
+        "--game",
+        "tictactoe",
+        "--replay",
+        root,
+        "--window",
+        2,
+        "--steps",
+        5,
+        "--batch-size",
+        8,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 5 and report["model_version"] is not None
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{embedded_env / 'mlflow.db'}").get_run(report["run_id"])
+    assert "iter-000001" not in run.data.tags["shards"]
+    assert "iter-000002" in run.data.tags["shards"] and "iter-000003" in run.data.tags["shards"]
+
+
+def test_bench_train_json():
+    result = invoke(
+        "bench", "train", "--game", "tictactoe", "--batch-size", 16, "--steps", 3, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["device"] == "cpu" and report["trainer_samples_per_sec"] > 0
+    assert report["bare_samples_per_sec"] > 0 and report["ratio"] > 0

@@ -131,10 +131,10 @@ def test_nan_loss_fails_the_run_and_registers_nothing(embedded_env, shard_dirs, 
     shard.policy[:] = np.nan  # well-formed files, poisoned numbers
     poisoned = write_shard(tmp_path / "poisoned", shard)
     tracking_uri = f"sqlite:///{tmp_path / 'nan.db'}"
-    with pytest.raises(TrainingError, match="loss became nan at step 1"):
+    with pytest.raises(TrainingError, match="diverged at step 1: loss nan"):
         run_training(tmp_path, [poisoned], tracking_uri)
     (run,) = _runs(tracking_uri)
-    assert run.info.status == "FAILED" and "loss became nan" in run.data.tags["failure"]
+    assert run.info.status == "FAILED" and "diverged at step 1" in run.data.tags["failure"]
     assert _versions(tracking_uri) == []
 
 

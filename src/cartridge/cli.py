@@ -228,14 +228,10 @@ def init_model(
     """Export a freshly initialised policy-value network as ONNX."""
     import torch
 
-    from cartridge.networks import build_network, default_network_config, export_onnx
+    from cartridge.networks import build_network, export_onnx
 
     g = _game(game)
-    config = default_network_config(g)
-    overrides = {k: v for k, v in (("blocks", blocks), ("channels", channels)) if v is not None}
-    if overrides:
-        config = config.model_copy(update={"kind": "resnet", **overrides})
-        config = type(config).model_validate(config.model_dump())
+    config = _network_config(g, blocks, channels)
     torch.manual_seed(seed)
     export_onnx(build_network(g, config), g, out)
     log.info("wrote %s (%s)", out, config.model_dump_json())
@@ -275,7 +271,6 @@ def train(
     """Train on replay shards, export and verify ONNX, log to MLflow, register a challenger."""
     from datetime import UTC, datetime
 
-    from cartridge.networks import default_network_config
     from cartridge.progress import progress_bar
     from cartridge.tracking import resolve_tracking_uri
     from cartridge.training import Preempted, TrainConfig, resolve_window
@@ -292,12 +287,7 @@ def train(
         if bool(shard) == bool(replay):
             raise ValueError("give either --shard (one or more) or --replay with --window")
         g = _game(game)
-        network = default_network_config(g)
-        overrides = {k: v for k, v in (("blocks", blocks), ("channels", channels)) if v}
-        if overrides:
-            network = type(network).model_validate(
-                {**network.model_dump(), "kind": "resnet", **overrides}
-            )
+        network = _network_config(g, blocks, channels)
         config = TrainConfig(
             game=g.name,
             steps=steps,
@@ -477,6 +467,40 @@ def bench_selfplay(
             on_game_end=advance,
         )
     _print_result(report, as_json)
+
+
+@bench_app.command("train")
+@_friendly_errors
+def bench_train(
+    game: GameOption,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    steps: Annotated[int, typer.Option(min=2)] = 50,
+    blocks: Annotated[int | None, typer.Option(help="ResNet blocks.")] = None,
+    channels: Annotated[int | None, typer.Option(help="ResNet channels.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonFlag = False,
+):
+    """Real trainer samples/s vs a bare training loop of the same network and batch."""
+    from cartridge.benchmarking.training import WARMUP_STEPS
+    from cartridge.benchmarking.training import bench_train as run
+    from cartridge.progress import progress_bar
+
+    g = _game(game)
+    network = _network_config(g, blocks, channels)
+    with progress_bar(f"bench train {g.name}", steps + WARMUP_STEPS, transient=True) as advance:
+        report = run(g, batch_size, steps, network=network, device=device, on_step=advance)
+    _print_result(report, as_json)
+
+
+def _network_config(game, blocks: int | None, channels: int | None):
+    """The game's default network, turned into a ResNet of the given size when asked."""
+    from cartridge.networks import NetworkConfig, default_network_config
+
+    network = default_network_config(game)
+    overrides = {k: v for k, v in (("blocks", blocks), ("channels", channels)) if v}
+    if not overrides:
+        return network
+    return NetworkConfig.model_validate({**network.model_dump(), "kind": "resnet", **overrides})
 
 
 def _elo_text(elo: float) -> str:

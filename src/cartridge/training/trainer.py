@@ -207,6 +207,44 @@ def train(
     return result
 
 
+STEP_STATS = ("loss", "policy_loss", "value_loss", "grad_norm")
+
+
+class _PendingStats:
+    """Per-step statistics kept on the device until the next upload, so no step waits
+    on the GPU for a number. Draining checks them: a diverged step raises before any
+    later checkpoint or export can save its weights."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.rows: list[torch.Tensor] = []
+        self.learning_rates: list[float] = []
+
+    def add(self, step: int, stats: tuple[torch.Tensor, ...], learning_rate: float) -> None:
+        self.steps.append(step)
+        self.rows.append(torch.stack([t.detach().float() for t in stats]))
+        self.learning_rates.append(learning_rate)
+
+    def drain(self) -> list[tuple[int, dict[str, float]]]:
+        if not self.steps:
+            return []
+        table = torch.stack(self.rows).cpu()
+        diverged = (~torch.isfinite(table)).any(dim=1).nonzero()
+        if len(diverged):
+            row = int(diverged[0])
+            loss, *_, grad_norm = table[row].tolist()
+            raise TrainingError(
+                f"training diverged at step {self.steps[row]}: loss {loss}, "
+                f"grad norm {grad_norm}; stopping before the weights are saved"
+            )
+        drained = [
+            (step, {**dict(zip(STEP_STATS, row.tolist(), strict=True)), "learning_rate": rate})
+            for step, row, rate in zip(self.steps, table, self.learning_rates, strict=True)
+        ]
+        self.__init__()
+        return drained
+
+
 def _flat_params(config: TrainConfig, shard_count: int) -> dict:
     params = config.model_dump(exclude={"network"})
     params.update({f"network_{k}": v for k, v in config.network.model_dump().items()})
@@ -259,8 +297,24 @@ def _train_run(
         else contextlib.nullcontext()
     )
 
-    def save_checkpoint() -> str:
+    pending = _PendingStats()
+    last: dict[str, float] = {}
+    window_start, window_samples = time.perf_counter(), 0
+
+    def flush_metrics() -> None:
+        """Upload pending step metrics; raises first if any step diverged."""
+        nonlocal last, window_start, window_samples
+        for logged_step, values in pending.drain():
+            metrics.add(logged_step, values)
+            last = values
+        elapsed = time.perf_counter() - window_start
+        if window_samples:
+            metrics.add(step, {"samples_per_sec": window_samples / max(elapsed, 1e-9)})
         metrics.flush()
+        window_start, window_samples = time.perf_counter(), 0
+
+    def save_checkpoint() -> str:
+        flush_metrics()
         return checkpoint.save(
             checkpoint_dir,
             {
@@ -277,8 +331,6 @@ def _train_run(
             },
         )
 
-    last = {}
-    window_start, window_samples = time.perf_counter(), 0
     model.train()
     with _sigterm_flag() as preempt:
         while step < config.steps:
@@ -290,11 +342,6 @@ def _train_run(
             loss, policy_loss, value_loss = alphazero_loss(
                 logits, values, target_policy, target_value, config.value_loss_weight
             )
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {step + 1}; "
-                    "stopping before the weights are saved"
-                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -302,19 +349,11 @@ def _train_run(
             scheduler.step()
             step += 1
             window_samples += config.batch_size
-            last = {
-                "loss": loss.item(),
-                "policy_loss": policy_loss.item(),
-                "value_loss": value_loss.item(),
-                "grad_norm": float(grad_norm),
-                "learning_rate": scheduler.get_last_lr()[0],
-            }
-            metrics.add(step, last)
+            pending.add(
+                step, (loss, policy_loss, value_loss, grad_norm), scheduler.get_last_lr()[0]
+            )
             if step % config.log_every == 0 or step == config.steps:
-                elapsed = time.perf_counter() - window_start
-                metrics.add(step, {"samples_per_sec": window_samples / max(elapsed, 1e-9)})
-                metrics.flush()
-                window_start, window_samples = time.perf_counter(), 0
+                flush_metrics()
             if step % config.checkpoint_every == 0 and step < config.steps:
                 save_checkpoint()
             if on_step:
