@@ -5,6 +5,14 @@ from cartridge.games import load
 from cartridge.networks import build_network, export_onnx
 
 
+@pytest.fixture(autouse=True)
+def isolated_home(monkeypatch, tmp_path):
+    """Each test's state directory is its own, so a stack a developer left running in
+    the checkout is never picked up by the commands under test."""
+    monkeypatch.setenv("CARTRIDGE_HOME", str(tmp_path / ".cartridge"))
+    return tmp_path / ".cartridge"
+
+
 @pytest.fixture(scope="session")
 def onnx_models(tmp_path_factory):
     """A freshly initialised network per game, exported to ONNX once per session."""

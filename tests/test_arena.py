@@ -62,3 +62,21 @@ def test_unknown_players_are_refused():
         make_player("perfect", game, 10)
     with pytest.raises(FileNotFoundError):
         make_player("model:/nowhere.onnx", game, 10)
+
+
+def test_registry_models_play_through_their_uri(stack_env, onnx_models, tmp_path):
+    import mlflow
+
+    from cartridge.tracking import log_and_register, use_tracking
+
+    game = load("tictactoe")
+    client = use_tracking(stack_env.mlflow_url)
+    mlflow.set_experiment("arena-test")
+    with mlflow.start_run():
+        _, version = log_and_register(client, onnx_models["tictactoe"][0], game, {"test": "1"})
+    player = make_player("models:/cartridge-tictactoe@challenger", game, 50)
+    result = play_match(game, player, make_player("random", game, 0), 4)
+    assert result.games == 4 and player.name.endswith("@challenger")
+    assert client.get_model_version_by_alias("cartridge-tictactoe", "challenger").version == str(
+        version
+    )

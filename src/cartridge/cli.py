@@ -198,6 +198,11 @@ def arena(
     from cartridge.arena import make_player, play_match
     from cartridge.progress import progress_bar
 
+    stack = _connect()
+    if any(spec.startswith("models:/") for spec in (player1, player2)):
+        from cartridge.tracking import resolve_tracking_uri, use_tracking
+
+        use_tracking(resolve_tracking_uri(stack.home))
     g = _game(game)
     first = make_player(player1, g, sims, seed=seed)
     second = make_player(player2, g, sims, seed=seed + 1)

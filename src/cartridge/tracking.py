@@ -117,3 +117,15 @@ def log_and_register(
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return info.model_uri, version.version
+
+
+def fetch_onnx(model_uri: str, directory: Path) -> Path:
+    """Download a registered or logged ONNX model (`models:/name@alias`, `models:/name/3`,
+    `runs:/...`) and return the path of its .onnx file."""
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(directory))
+    )
+    found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+    if not found:
+        raise FileNotFoundError(f"{model_uri} holds no .onnx file")
+    return found[0]

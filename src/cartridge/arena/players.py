@@ -7,6 +7,8 @@ self-play does.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -79,7 +81,8 @@ class SearchPlayer:
 
 
 def make_player(spec: str, game: Game, simulations: int, seed: int = 0) -> Player:
-    """`random`, `perfect`, `mcts` (uniform evaluator), `mcts:rollout`, or `model:PATH.onnx`."""
+    """`random`, `perfect`, `mcts` (uniform evaluator), `mcts:rollout`, `model:PATH.onnx`
+    or a registry URI `models:/NAME@ALIAS` (network + search)."""
     if spec == "random":
         return RandomPlayer(seed)
     if spec == "perfect":
@@ -88,11 +91,22 @@ def make_player(spec: str, game: Game, simulations: int, seed: int = 0) -> Playe
         return SearchPlayer(spec, game, UniformEvaluator(game), simulations, seed=seed)
     if spec == "mcts:rollout":
         return SearchPlayer(spec, game, RolloutEvaluator(game, seed=seed), simulations, seed=seed)
-    if spec.startswith("model:"):
+    if spec.startswith(("model:", "models:/")):
         from cartridge.evaluators.onnx_model import OnnxEvaluator
 
-        evaluator = OnnxEvaluator(game, spec.removeprefix("model:"))
+        evaluator = OnnxEvaluator(game, _model_file(spec))
         return SearchPlayer(spec, game, evaluator, simulations, seed=seed)
     raise ValueError(
-        f"unknown player {spec!r}: use random, perfect, mcts, mcts:rollout or model:PATH.onnx"
+        f"unknown player {spec!r}: use random, perfect, mcts, mcts:rollout, model:PATH.onnx "
+        "or models:/NAME@ALIAS"
     )
+
+
+def _model_file(spec: str) -> str:
+    """A local .onnx path for `model:PATH` or a registry URI such as
+    `models:/cartridge-connect4@champion` (downloaded through MLflow)."""
+    if spec.startswith("model:"):
+        return spec.removeprefix("model:")
+    from cartridge.tracking import fetch_onnx
+
+    return str(fetch_onnx(spec, Path(tempfile.mkdtemp(prefix="cartridge-model-"))))
