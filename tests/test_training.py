@@ -287,3 +287,18 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(
         assert torch.equal(resumed["model"][name], tensor), name
     runs = _runs(env["MLFLOW_TRACKING_URI"])
     assert [r.info.status for r in runs] == ["FINISHED"]  # the same run, finished
+
+
+def test_onnx_that_disagrees_with_torch_is_refused(onnx_models, shard_dirs):
+    from cartridge.networks import build_network
+    from cartridge.training.data import load_replay
+    from cartridge.training.trainer import verify_onnx
+
+    game = load("tictactoe")
+    path, model = onnx_models["tictactoe"]
+    data = load_replay([str(shard_dirs["ttt-a"])], "tictactoe")
+    assert verify_onnx(model, path, game, data) < 1e-4
+    torch.manual_seed(99)
+    other = build_network(game)  # different weights, same shapes
+    with pytest.raises(TrainingError, match="ONNX export disagrees with torch"):
+        verify_onnx(other, path, game, data)
