@@ -58,8 +58,8 @@ def test_unknown_players_are_refused():
     game = load("connect4")
     with pytest.raises(ValueError, match="unknown player 'alphabeta'"):
         make_player("alphabeta", game, 10)
-    with pytest.raises(ValueError, match="tictactoe only"):
-        make_player("perfect", game, 10)
+    with pytest.raises(ValueError, match="exact play exists for tictactoe, connect4"):
+        make_player("perfect", load("othello"), 10)
     with pytest.raises(FileNotFoundError):
         make_player("model:/nowhere.onnx", game, 10)
 
@@ -80,3 +80,54 @@ def test_registry_models_play_through_their_uri(stack_env, onnx_models, tmp_path
     assert client.get_model_version_by_alias("cartridge-tictactoe", "challenger").version == str(
         version
     )
+
+
+def test_perfect_connect4_player_beats_search_from_both_seats():
+    game = load("connect4")
+    result = play_match(
+        game, make_player("perfect", game, 0), make_player("mcts:rollout", game, 200), 4
+    )
+    assert result.losses == 0 and result.wins >= 3
+
+
+def test_solver_accuracy_on_a_fixed_position_set():
+    from cartridge.arena.accuracy import solver_optimal_fraction, solver_positions
+    from cartridge.solvers import action_values
+
+    game = load("connect4")
+    positions = solver_positions(game, 40)
+    assert positions == solver_positions(game, 40)  # fixed by its seed
+    assert all(len(set(action_values(s).values())) > 1 for s in positions)
+    assert solver_optimal_fraction(make_player("perfect", game, 0), positions) == 1.0
+    assert solver_optimal_fraction(make_player("random", game, 0), positions) < 0.8
+
+
+def test_arena_json_reports_solver_accuracy_for_connect4():
+    from typer.testing import CliRunner
+
+    from cartridge.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "arena",
+            "--game",
+            "connect4",
+            "--player1",
+            "mcts",
+            "--player2",
+            "random",
+            "--games",
+            "2",
+            "--sims",
+            "50",
+            "--solver-positions",
+            "20",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["solver_positions"] == 20 and 0.0 <= report["solver_optimal_fraction"] <= 1.0

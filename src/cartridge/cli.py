@@ -192,6 +192,9 @@ def arena(
     ] = 200,
     seed: int = 0,
     opening_plies: Annotated[int | None, typer.Option(min=0, help="Random opening plies.")] = None,
+    solver_positions: Annotated[
+        int, typer.Option(min=0, help="Connect 4: solver-checked positions for player1.")
+    ] = 200,
     as_json: JsonFlag = False,
 ):
     """Play PLAYER1 against PLAYER2 with alternating seats; report player1's score."""
@@ -210,6 +213,13 @@ def arena(
         result = play_match(
             g, first, second, games, opening_plies=opening_plies, seed=seed, on_game_end=advance
         )
+    if g.name == "connect4" and player1 not in ("random", "perfect") and solver_positions:
+        from cartridge.arena.accuracy import solver_optimal_fraction
+        from cartridge.arena.accuracy import solver_positions as positions_for
+
+        positions = positions_for(g, solver_positions)
+        result.solver_optimal_fraction = solver_optimal_fraction(first, positions)
+        result.solver_positions = len(positions)
     if as_json:
         typer.echo(result.model_dump_json())
         return
@@ -219,6 +229,11 @@ def arena(
         f"{result.draws} draws, {result.losses} losses; score {result.score:.3f} "
         f"(95% CI {low:.3f}-{high:.3f}), {_elo_text(result.elo_diff)}"
     )
+    if result.solver_optimal_fraction is not None:
+        typer.echo(
+            f"{result.player1} plays the solver's best move in "
+            f"{result.solver_optimal_fraction:.1%} of {result.solver_positions} positions"
+        )
 
 
 @app.command("init-model")

@@ -1,8 +1,16 @@
-"""Exact game values where a full search is cheap: TicTacToe by memoised negamax."""
+"""Exact move values: TicTacToe by memoised negamax, Connect 4 by the bitbully solver.
+
+Both answer the same question, "how good is each legal move for the side to
+move", so the perfect arena player and the solver-accuracy metric use one call.
+"""
 
 from functools import cache
 
+import numpy as np
+
 from cartridge.games import State
+
+SOLVED_GAMES = ("tictactoe", "connect4")
 
 
 @cache
@@ -14,10 +22,31 @@ def negamax_value(state: State) -> int:
 
 
 def action_values(state: State) -> dict[int, int]:
-    """Exact value of each legal action for the side to move."""
-    if state.game.name != "tictactoe":
-        raise ValueError(f"exact solving is only cheap for tictactoe, not {state.game.name}")
-    return {a: -negamax_value(state.apply(a)) for a in state.legal_actions()}
+    """Exact value of each legal action for the side to move (higher is better).
+
+    TicTacToe: +1 win, 0 draw, -1 loss. Connect 4: bitbully's score, positive for a
+    win (larger = sooner), 0 for a draw, negative for a loss.
+    """
+    if state.is_terminal():
+        raise ValueError("the game is over: no moves to value")
+    if state.game.name == "tictactoe":
+        return {a: -negamax_value(state.apply(a)) for a in state.legal_actions()}
+    if state.game.name == "connect4":
+        import bitbully
+
+        cells = state.stones(0).astype(np.int8) + 2 * state.stones(1).astype(np.int8)
+        board = bitbully.Board.from_array(cells.tolist())
+        return {int(a): int(v) for a, v in _connect4_solver().score_all_moves(board).items()}
+    raise ValueError(
+        f"no exact solver for {state.game.name}; solved games: {', '.join(SOLVED_GAMES)}"
+    )
+
+
+@cache
+def _connect4_solver():
+    import bitbully
+
+    return bitbully.BitBully()  # loads its opening book once per process
 
 
 def optimal_actions(state: State) -> list[int]:

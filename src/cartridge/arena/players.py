@@ -16,7 +16,7 @@ import numpy as np
 from cartridge.evaluators import Evaluator, RolloutEvaluator, UniformEvaluator
 from cartridge.games import Game, State
 from cartridge.mcts import BatchedMCTS, SearchConfig
-from cartridge.solvers import optimal_actions
+from cartridge.solvers import SOLVED_GAMES, optimal_actions
 
 
 class Player(Protocol):
@@ -37,11 +37,15 @@ class RandomPlayer:
 
 
 class PerfectPlayer:
-    """Exact play (TicTacToe minimax), random among equally good moves."""
+    """Exact play (TicTacToe minimax, the bitbully solver for Connect 4), random among
+    equally good moves."""
 
     def __init__(self, game: Game, seed: int = 0):
-        if game.name != "tictactoe":
-            raise ValueError(f"no perfect player for {game.name} yet (tictactoe only)")
+        if game.name not in SOLVED_GAMES:
+            raise ValueError(
+                f"no perfect player for {game.name}: exact play exists for "
+                f"{', '.join(SOLVED_GAMES)}"
+            )
         self.name = "perfect"
         self._rng = np.random.default_rng(seed)
 

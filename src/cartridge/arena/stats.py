@@ -21,6 +21,8 @@ class MatchResult(BaseModel):
     ci95: tuple[float, float]
     elo_diff: float
     elo_ci95: tuple[float, float]
+    solver_optimal_fraction: float | None = None
+    solver_positions: int | None = None
 
 
 def elo_from_score(score: float) -> float:

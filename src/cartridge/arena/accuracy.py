@@ -1,0 +1,40 @@
+"""How often a player picks a move the exact solver rates best, on a fixed position set."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cartridge.arena.players import Player
+from cartridge.games import Game, State
+from cartridge.solvers import action_values
+
+POSITIONS_SEED = 20261126  # fixed, so the metric is comparable across runs and models
+
+
+def solver_positions(game: Game, count: int, seed: int = POSITIONS_SEED) -> list[State]:
+    """`count` positions after 0-24 random plies where the choice matters: not finished,
+    and not every legal move equally good (such positions would count as free hits)."""
+    rng = np.random.default_rng(seed)
+    positions: list[State] = []
+    while len(positions) < count:
+        state = game.new_initial_state()
+        for _ in range(int(rng.integers(0, 25))):
+            state = state.apply(int(rng.choice(state.legal_actions())))
+            if state.is_terminal():
+                break
+        if state.is_terminal():
+            continue
+        values = set(action_values(state).values())
+        if len(values) > 1:
+            positions.append(state)
+    return positions
+
+
+def solver_optimal_fraction(player: Player, positions: list[State]) -> float:
+    """Share of `positions` where `player`'s move has the solver's best value."""
+    chosen = player.choose(positions)
+    hits = 0
+    for state, action in zip(positions, chosen, strict=True):
+        values = action_values(state)
+        hits += values[action] == max(values.values())
+    return hits / len(positions)
