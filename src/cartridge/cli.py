@@ -236,6 +236,81 @@ def arena(
         )
 
 
+@app.command()
+@_friendly_errors
+def gate(
+    game: GameOption,
+    games: Annotated[int, typer.Option(min=2, help="Arena games.")] = 40,
+    sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")] = 100,
+    method: Annotated[str, typer.Option(help="lcb or sprt.")] = "lcb",
+    threshold: Annotated[float, typer.Option(help="lcb: score lower bound to clear.")] = 0.55,
+    promote: Annotated[bool, typer.Option(help="Promote when the gate passes.")] = False,
+    seed: int = 0,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
+    as_json: JsonFlag = False,
+):
+    """Challenger vs champion (vs random while there is none), then the promotion gate."""
+    from cartridge import promotion
+    from cartridge.tracking import resolve_tracking_uri, use_tracking
+
+    stack = _connect()
+    client = use_tracking(resolve_tracking_uri(stack.home, tracking_uri))
+    config = promotion.GateConfig(method=method, threshold=threshold)
+    match, decision, version = promotion.evaluate_challenger(
+        client, game.value, config, games, sims, seed
+    )
+    report = {
+        "challenger": version,
+        "match": match.model_dump() if match else None,
+        "decision": decision.model_dump(),
+        "promotion": None,
+    }
+    if promote and decision.promote:
+        report["promotion"] = promotion.promote(
+            client, game.value, version, match, decision
+        ).model_dump()
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(
+        f"challenger v{version}: {decision.reason}; "
+        f"{'promote' if decision.promote else 'keep the champion'}"
+    )
+    if report["promotion"]:
+        typer.echo(f"champion is now v{report['promotion']['champion']}")
+
+
+@app.command("promote")
+@_friendly_errors
+def promote_command(
+    game: GameOption,
+    version: Annotated[str | None, typer.Option(help="Version (default: challenger).")] = None,
+    rollback: Annotated[bool, typer.Option(help="Restore the previous champion.")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
+    as_json: JsonFlag = False,
+):
+    """Make a version champion and publish it to Triton, or --rollback to the previous one."""
+    from cartridge import promotion
+    from cartridge.tracking import resolve_tracking_uri, use_tracking
+
+    stack = _connect()
+    client = use_tracking(resolve_tracking_uri(stack.home, tracking_uri))
+    if rollback:
+        if version:
+            raise ValueError("--rollback restores the previous champion; it takes no --version")
+        result = promotion.rollback(client, game.value)
+    else:
+        result = promotion.promote(client, game.value, version)
+    if as_json:
+        typer.echo(result.model_dump_json())
+    else:
+        typer.echo(
+            f"cartridge-{game.value}: champion v{result.champion}, previous "
+            f"{'v' + result.previous if result.previous else 'none'}; Triton model "
+            f"{result.triton_model}"
+        )
+
+
 @app.command("init-model")
 @_friendly_errors
 def init_model(

@@ -178,3 +178,21 @@ def copy_dir(source: str | Path, destination: str | Path) -> str:
         return str(download_dir(str(source), destination))
     shutil.copytree(source, destination, dirs_exist_ok=True)
     return str(destination)
+
+
+def delete_prefix(location: str | Path) -> int:
+    """Delete everything under a local directory or s3:// prefix; returns objects removed."""
+    if not is_s3(location):
+        path = Path(location)
+        if not path.exists():
+            return 0
+        count = sum(1 for p in path.rglob("*") if p.is_file())
+        shutil.rmtree(path)
+        return count
+    keys = list_keys(str(location))
+    bucket, _ = split_s3(str(location))
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+        batch = [{"Key": split_s3(k)[1]} for k in keys[start : start + 1000]]
+        with s3_errors(str(location)):
+            s3_client().delete_objects(Bucket=bucket, Delete={"Objects": batch})
+    return len(keys)

@@ -1,0 +1,104 @@
+import math
+
+import pytest
+import torch
+
+from cartridge import storage
+from cartridge.arena.stats import summarize
+from cartridge.games import load
+from cartridge.networks import build_network, export_onnx
+from cartridge.promotion import GateConfig, decide, promote, rollback, sprt_llr
+from cartridge.tracking import log_and_register, use_tracking
+
+
+def test_lcb_gate():
+    gate = GateConfig(threshold=0.55)
+    assert decide(summarize("c", "k", "tictactoe", 80, 10, 10), gate).promote
+    assert not decide(summarize("c", "k", "tictactoe", 12, 8, 0), gate).promote  # 0.6, wide CI
+    assert "lower bound" in decide(summarize("c", "k", "tictactoe", 5, 5, 0), gate).reason
+
+
+def test_sprt_gate():
+    gate = GateConfig(method="sprt", elo0=0, elo1=35)
+    strong = decide(summarize("c", "k", "connect4", 70, 30, 0), gate)
+    assert strong.promote and strong.llr > math.log(19)
+    weak = decide(summarize("c", "k", "connect4", 30, 70, 0), gate)
+    assert not weak.promote and "rejects" in weak.reason
+    unclear = decide(summarize("c", "k", "connect4", 11, 10, 0), gate)
+    assert not unclear.promote and "inconclusive" in unclear.reason
+    assert sprt_llr(summarize("c", "k", "connect4", 10, 0, 0), 0, 35) == math.inf
+    with pytest.raises(ValueError):
+        GateConfig(threshold=1.5)
+
+
+def _register(client, game, seed):
+    torch.manual_seed(seed)
+    path = export_onnx(build_network(game), game, f"/tmp/promo-{seed}-{id(client)}.onnx")
+    import mlflow
+
+    mlflow.set_experiment("promotion-test")
+    with mlflow.start_run():
+        return log_and_register(client, path, game, {"seed": str(seed)})[1]
+
+
+def test_promotion_and_rollback_on_the_stack(stack_env):
+    game = load("othello")  # a registry name no other test uses
+    client = use_tracking(stack_env.mlflow_url)
+    repository = f"s3://{stack_env.bucket}/triton"
+    folder = f"{repository}/cartridge_othello"
+    first = _register(client, game, 1)
+    match = summarize("challenger", "random", "othello", 9, 1, 0)
+    result = promote(
+        client, "othello", match=match, decision=decide(match, GateConfig()), repository=repository
+    )
+    assert result.champion == first and result.previous is None and result.changed
+    keys = storage.list_keys(folder)
+    assert f"{folder}/{first}/model.onnx" in keys and f"{folder}/config.pbtxt" in keys
+    tags = client.get_model_version("cartridge-othello", first).tags
+    assert tags["arena_wins"] == "9" and tags["arena_opponent"] == "random" and "gate" in tags
+
+    second = _register(client, game, 2)
+    result = promote(client, "othello", repository=repository)  # the challenger by default
+    assert (result.champion, result.previous) == (second, first)
+    again = promote(client, "othello", version=second, repository=repository)
+    assert not again.changed and (again.champion, again.previous) == (second, first)
+    assert f"{folder}/{second}/model.onnx" in storage.list_keys(folder)
+
+    restored = rollback(client, "othello", repository=repository)
+    assert restored.champion == first
+    assert client.get_model_version_by_alias("cartridge-othello", "champion").version == first
+    keys = storage.list_keys(folder)
+    assert f"{folder}/{first}/model.onnx" in keys
+    assert not any(k.startswith(f"{folder}/{second}/") for k in keys)
+    with pytest.raises(ValueError, match="no 'previous' version"):
+        rollback(client, "othello", repository=repository)
+
+
+def test_promoting_nothing_is_refused(stack_env):
+    client = use_tracking(stack_env.mlflow_url)
+    with pytest.raises(ValueError, match="no version with alias 'challenger'"):
+        promote(client, "connect4-unregistered-never", repository="s3://cartridge/triton")
+
+
+def test_gate_command_promotes_the_first_challenger_that_beats_random(stack_env):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cartridge.cli import app
+
+    client = use_tracking(stack_env.mlflow_url)
+    version = _register(client, load("tictactoe"), 7)
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["gate", "--game", "tictactoe", "--games", "20", "--sims", "200", "--promote", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["challenger"] == version and report["match"]["player2"] == "random"
+    assert report["decision"]["promote"] and report["promotion"]["champion"] == version
+    retry = runner.invoke(app, ["gate", "--game", "tictactoe", "--json"])
+    assert json.loads(retry.stdout)["decision"]["reason"] == "the challenger is already champion"
+    no_previous = runner.invoke(app, ["promote", "--game", "tictactoe", "--rollback"])
+    assert no_previous.exit_code == 2 and "no 'previous' version" in no_previous.output
