@@ -50,7 +50,6 @@ def run_training(home, shards, tracking_uri, steps=30, **options):
         [str(s) for s in shards],
         checkpoint_dir=str(home / "ckpt"),
         tracking_uri=tracking_uri,
-        home=home,
         iteration=3,
         pipeline_run_id="kfp-123",
     )
@@ -72,7 +71,6 @@ def test_train_on_the_stack_registers_a_challenger_in_s3(stack_env, shard_dirs, 
         shard_uris,
         checkpoint_dir=checkpoint_dir,
         tracking_uri=stack_env.mlflow_url,
-        home=tmp_path,
         iteration=1,
     )
     assert result.steps == 25 and result.model_version is not None
@@ -178,7 +176,6 @@ def test_initial_weights_must_fit(embedded_env, shard_dirs, tmp_path):
             [str(shard_dirs["c4"])],
             checkpoint_dir=str(tmp_path / "c"),
             tracking_uri=tracking_uri,
-            home=tmp_path,
             init_checkpoint=first.checkpoint,
         )
 

@@ -407,7 +407,6 @@ def train(
                 shards,
                 checkpoint_dir=checkpoint_dir,
                 tracking_uri=resolve_tracking_uri(stack.home, tracking_uri),
-                home=stack.home,
                 resume=resume,
                 iteration=iteration,
                 pipeline_run_id=pipeline_run_id,

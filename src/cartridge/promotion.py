@@ -168,7 +168,30 @@ def promote(
         if current is not None:
             client.set_registered_model_alias(name, PREVIOUS, current)
         client.set_registered_model_alias(name, CHAMPION, version)
-    tags = {"promoted_at": datetime.now(UTC).isoformat(timespec="seconds")} if changed else {}
+    if changed:
+        client.set_model_version_tag(
+            name, version, "promoted_at", datetime.now(UTC).isoformat(timespec="seconds")
+        )
+    record_arena(client, game_name, version, match, decision)
+    folder = publish_to_triton(client, game_name, version, repository)
+    return PromotionResult(
+        game=game_name,
+        champion=version,
+        previous=_alias_version(client, name, PREVIOUS),
+        changed=changed,
+        triton_model=folder,
+    )
+
+
+def record_arena(
+    client: MlflowClient,
+    game_name: str,
+    version: str,
+    match: MatchResult | None,
+    decision: GateDecision | None,
+) -> None:
+    """Write an arena result and the gate's verdict as tags on a model version."""
+    tags = {}
     if match is not None:
         tags.update(
             {
@@ -186,16 +209,9 @@ def promote(
             tags["solver_optimal_fraction"] = f"{match.solver_optimal_fraction:.4f}"
     if decision is not None:
         tags["gate"] = decision.reason
+    name = registered_model_name(game_name)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    folder = publish_to_triton(client, game_name, version, repository)
-    return PromotionResult(
-        game=game_name,
-        champion=version,
-        previous=_alias_version(client, name, PREVIOUS),
-        changed=changed,
-        triton_model=folder,
-    )
 
 
 def rollback(

@@ -51,15 +51,17 @@ def use_tracking(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def ensure_experiment(client: MlflowClient, game_name: str, home: Path) -> str:
-    """The game's experiment id; embedded stores keep artifacts under `home`."""
+def ensure_experiment(client: MlflowClient, game_name: str) -> str:
+    """The game's experiment id. An embedded (SQLite) store keeps artifacts in
+    `mlartifacts/` next to its database file; a server decides for itself."""
     name = experiment_name(game_name)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = None
-    if client.tracking_uri.startswith("sqlite:"):
-        location = (home / "mlartifacts").resolve().as_uri()
+    if client.tracking_uri.startswith("sqlite:///"):
+        database = Path(client.tracking_uri.removeprefix("sqlite:///"))
+        location = (database.parent / "mlartifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 

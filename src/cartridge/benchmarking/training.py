@@ -99,7 +99,6 @@ def bench_train(
             [str(shard)],
             checkpoint_dir=str(home / "ckpt"),
             tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-            home=home,
             register=False,
             on_step=record,
         )

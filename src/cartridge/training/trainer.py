@@ -135,12 +135,12 @@ def train(
     *,
     checkpoint_dir: str,
     tracking_uri: str,
-    home: Path,
     resume: bool = False,
     iteration: int = 0,
     pipeline_run_id: str | None = None,
     init_checkpoint: str | None = None,
     register: bool = True,
+    parent_run_id: str | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train, export, verify, log and register; see the module docstring for failures."""
@@ -160,7 +160,7 @@ def train(
     network = config.network or default_network_config(game)
     config = config.model_copy(update={"network": network})
     client = use_tracking(tracking_uri)
-    experiment_id = ensure_experiment(client, game.name, home)
+    experiment_id = ensure_experiment(client, game.name)
     run = mlflow.start_run(
         run_id=saved["run_id"] if saved else None,
         experiment_id=None if saved else experiment_id,
@@ -176,6 +176,8 @@ def train(
         "git_commit": git_commit(),
         "cartridge_version": cartridge.__version__,
     }
+    if parent_run_id:  # shows the run under the pipeline's run in the MLflow UI
+        tags["mlflow.parentRunId"] = parent_run_id
     try:
         if not saved:
             mlflow.set_tags(tags)
