@@ -17,8 +17,8 @@ $(STAMP): $(SOURCES)
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks kfp_pipelines
+	$(BIN)/ruff format --check src tests benchmarks kfp_pipelines
 
 test: lint
 	$(BIN)/python -m pytest

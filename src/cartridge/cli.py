@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import os
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +26,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Throughput benchmarks (one c
 shard_app = typer.Typer(no_args_is_help=True, help="Inspect replay shards.")
 app.add_typer(bench_app, name="bench")
 stack_app = typer.Typer(no_args_is_help=True, help="Local S3 store and MLflow server.")
+pipeline_app = typer.Typer(no_args_is_help=True, help="The Kubeflow AlphaZero pipeline.")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(shard_app, name="shard")
 app.add_typer(stack_app, name="stack")
 
@@ -513,6 +516,163 @@ def stack_env(
 
     for key, value in client_environment(_stack_config(home, s3_port, mlflow_port)).items():
         typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+IterationsOption = Annotated[
+    int, typer.Option(min=1, help="Iterations unrolled into the pipeline.")
+]
+ImageOption = Annotated[str | None, typer.Option(help="Component image (kfp + cartridge).")]
+
+
+@pipeline_app.command("compile")
+@_friendly_errors
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="Directory for the pipeline YAML.")],
+    iterations: IterationsOption = 3,
+    image: ImageOption = None,
+):
+    """Write the pipeline YAML for the KFP UI (or kfp.Client)."""
+    from cartridge.pipelines import compile_pipeline
+    from kfp_pipelines.alphazero import DEFAULT_IMAGE
+
+    typer.echo(compile_pipeline(out, iterations, image or DEFAULT_IMAGE))
+
+
+def _pipeline_arguments(
+    game,
+    shards,
+    games_per_shard,
+    sims,
+    train_steps,
+    batch_size,
+    window,
+    arena_games,
+    arena_sims,
+    gate_method,
+    threshold,
+    seed,
+) -> dict:
+    return {
+        "game": game.value,
+        "shards": list(range(shards)),
+        "games_per_shard": games_per_shard,
+        "simulations": sims,
+        "train_steps": train_steps,
+        "batch_size": batch_size,
+        "replay_window": window,
+        "arena_games": arena_games,
+        "arena_simulations": arena_sims,
+        "gate_method": gate_method,
+        "gate_threshold": threshold,
+        "seed": seed,
+    }
+
+
+@pipeline_app.command("run")
+@_friendly_errors
+def pipeline_run(
+    local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local.")] = False,
+    game: GameOption = GameName.tictactoe,
+    iterations: IterationsOption = 3,
+    shards: Annotated[int, typer.Option(min=1, help="Self-play shards per iteration.")] = 2,
+    games_per_shard: Annotated[int, typer.Option(min=1)] = 64,
+    sims: Annotated[int, typer.Option(min=1, help="Self-play simulations per move.")] = 100,
+    train_steps: Annotated[int, typer.Option(min=1)] = 500,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    window: Annotated[int, typer.Option(min=1, help="Replay window in iterations.")] = 4,
+    arena_games: Annotated[int, typer.Option(min=2)] = 40,
+    arena_sims: Annotated[int, typer.Option(min=1)] = 100,
+    gate_method: Annotated[str, typer.Option(help="lcb or sprt.")] = "lcb",
+    threshold: Annotated[float, typer.Option(help="Gate score lower bound.")] = 0.55,
+    seed: int = 0,
+):
+    """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
+    from cartridge.pipelines import run_local
+
+    if not local:
+        raise ValueError("only --local runs here; use `cartridge pipeline submit` for a cluster")
+    stack = _connect()
+    if not os.environ.get("MLFLOW_TRACKING_URI") or not os.environ.get("AWS_ENDPOINT_URL"):
+        raise ValueError(
+            "no MLflow/S3 to run against: start the stack (cartridge stack up) "
+            "or set MLFLOW_TRACKING_URI and AWS_ENDPOINT_URL"
+        )
+    bucket = os.environ.get("CARTRIDGE_BUCKET", stack.bucket)
+    arguments = _pipeline_arguments(
+        game,
+        shards,
+        games_per_shard,
+        sims,
+        train_steps,
+        batch_size,
+        window,
+        arena_games,
+        arena_sims,
+        gate_method,
+        threshold,
+        seed,
+    )
+    arguments.update(
+        {
+            "mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"],
+            "s3_endpoint": os.environ["AWS_ENDPOINT_URL"],
+            "replay_root": f"s3://{bucket}/replay",
+            "checkpoint_root": f"s3://{bucket}/checkpoints",
+        }
+    )
+    run_local(arguments, iterations, stack.home / "kfp")
+    typer.echo(f"pipeline finished; MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
+
+
+@pipeline_app.command("submit")
+@_friendly_errors
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://localhost:8080.")],
+    game: GameOption = GameName.tictactoe,
+    iterations: IterationsOption = 3,
+    image: ImageOption = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "cartridge",
+    cron: Annotated[str | None, typer.Option(help="Make it a recurring run (cron).")] = None,
+    mlflow_uri: Annotated[str, typer.Option(help="MLflow as the pods see it.")] = (
+        "http://mlflow.cartridge.svc:5000"
+    ),
+    s3_endpoint: Annotated[str, typer.Option(help="S3 as the pods see it.")] = (
+        "http://minio.cartridge.svc:9000"
+    ),
+    shards: Annotated[int, typer.Option(min=1)] = 8,
+    games_per_shard: Annotated[int, typer.Option(min=1)] = 256,
+    sims: Annotated[int, typer.Option(min=1)] = 200,
+    train_steps: Annotated[int, typer.Option(min=1)] = 2000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 1024,
+    window: Annotated[int, typer.Option(min=1)] = 4,
+    arena_games: Annotated[int, typer.Option(min=2)] = 100,
+    arena_sims: Annotated[int, typer.Option(min=1)] = 200,
+    gate_method: str = "lcb",
+    threshold: float = 0.55,
+    seed: int = 0,
+):
+    """Create a run, or a recurring run with --cron, on a KFP cluster."""
+    from cartridge.pipelines import submit
+    from kfp_pipelines.alphazero import DEFAULT_IMAGE
+
+    arguments = _pipeline_arguments(
+        game,
+        shards,
+        games_per_shard,
+        sims,
+        train_steps,
+        batch_size,
+        window,
+        arena_games,
+        arena_sims,
+        gate_method,
+        threshold,
+        seed,
+    )
+    arguments.update({"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint})
+    typer.echo(
+        json.dumps(submit(host, arguments, iterations, image or DEFAULT_IMAGE, experiment, cron))
+    )
 
 
 @bench_app.command("mcts")

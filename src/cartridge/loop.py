@@ -19,7 +19,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from cartridge import storage
-from cartridge.tracking import ensure_experiment, registered_model_name, use_tracking
+from cartridge.tracking import ensure_experiment, fetch_onnx, registered_model_name, use_tracking
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,29 @@ def shard_location(replay_root: str, run_id: str, iteration: int, shard: int) ->
     return storage.join(replay_root, run_id, f"iter-{iteration:06d}", f"shard-{shard:03d}")
 
 
-def _champion_onnx(game_name: str, directory: Path) -> str | None:
-    from cartridge.tracking import fetch_onnx
-
+def champion_version(game_name: str, uri: str) -> str | None:
+    """The version a `models:/name/N` URI names; for an empty URI, the registry's current
+    champion (None before the first promotion)."""
+    if uri:
+        return str(uri).rsplit("/", 1)[-1]
+    client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
     try:
-        return str(fetch_onnx(f"models:/{registered_model_name(game_name)}@champion", directory))
+        return client.get_model_version_by_alias(
+            registered_model_name(game_name), "champion"
+        ).version
     except MlflowException:
-        return None  # no champion yet: the first iteration searches with uniform priors
+        return None
+
+
+def champion_uri(game_name: str, version: str | None) -> str:
+    return f"models:/{registered_model_name(game_name)}/{version}" if version else ""
+
+
+def plan_selfplay(game_name: str, champion: str, shards: list) -> list[dict]:
+    """The self-play fan-out: one item per shard, each naming the champion to play with,
+    so every shard of an iteration uses the same network."""
+    uri = champion_uri(game_name, champion_version(game_name, champion))
+    return [{"shard": int(shard), "champion": uri} for shard in shards]
 
 
 def begin_pipeline_run(game_name: str, pipeline_run_id: str, params: dict) -> str:
@@ -70,11 +86,36 @@ def begin_pipeline_run(game_name: str, pipeline_run_id: str, params: dict) -> st
     return run.info.run_id
 
 
-def finish_pipeline_run(run_id: str, succeeded: bool, message: str = "") -> None:
+def finish_pipeline_run(
+    game_name: str, pipeline_run_id: str, succeeded: bool, message: str = ""
+) -> None:
+    """Close the pipeline's MLflow run; on failure also close any training run the failed
+    step left RUNNING (a killed pod cannot do it itself). KFP's final status names only
+    the failed group, so the run is pointed at for the failing step's own logs."""
     client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    if message:
-        client.set_tag(run_id, "failure", message[:4900])
-    client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+    experiment_id = ensure_experiment(client, game_name)
+    runs = client.search_runs(
+        [experiment_id], f"tags.pipeline_run_id = '{pipeline_run_id}' and tags.kind = 'pipeline'"
+    )
+    if not runs:
+        log.warning(
+            "no MLflow run for pipeline run %s: it failed before starting one", pipeline_run_id
+        )
+        return
+    parent = runs[0].info.run_id
+    if not succeeded:
+        reason = message or "a pipeline step failed"
+        client.set_tag(
+            parent,
+            "failure",
+            f"{reason} (see the failed step's logs in KFP run {pipeline_run_id})"[:4900],
+        )
+        for child in client.search_runs(
+            [experiment_id],
+            f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
+        ):
+            client.set_terminated(child.info.run_id, "FAILED")
+    client.set_terminated(parent, "FINISHED" if succeeded else "FAILED")
 
 
 def selfplay_step(
@@ -86,8 +127,9 @@ def selfplay_step(
     replay_root: str,
     pipeline_run_id: str,
     seed: int,
+    champion: str | None,
 ) -> str:
-    """Play one shard with the current champion (uniform priors before the first one)."""
+    """Play one shard with the champion (uniform priors before there is one)."""
     from cartridge.evaluators import make_evaluator
     from cartridge.games import load
     from cartridge.replay import sha256_file, write_shard
@@ -98,8 +140,9 @@ def selfplay_step(
         log.info("shard %s already written (a retry); keeping it", destination)
         return destination
     game = load(game_name)
+    name = registered_model_name(game_name)
     with tempfile.TemporaryDirectory(prefix="cartridge-selfplay-") as workdir:
-        model = _champion_onnx(game_name, Path(workdir))
+        model = str(fetch_onnx(f"models:/{name}/{champion}", Path(workdir))) if champion else None
         evaluator = make_evaluator(model or "uniform", game)
         config = SelfPlayConfig.for_game(game, games, simulations)
         result = play_selfplay(
@@ -107,7 +150,7 @@ def selfplay_step(
             evaluator,
             config,
             seed=seed * 1000 + iteration * 100 + shard,
-            model=f"models:/{registered_model_name(game_name)}@champion" if model else "uniform",
+            model=f"models:/{name}/{champion}" if champion else "uniform",
             model_sha256=sha256_file(Path(model)) if model else None,
         )
         local = write_shard(Path(workdir) / "shard", result)
@@ -126,9 +169,10 @@ def train_step(
     checkpoint_root: str,
     parent_run_id: str,
     seed: int,
+    champion: str | None,
 ) -> str:
     """Train on the run's last `window` iterations, starting from the champion's weights;
-    a retry resumes from the step's checkpoint. Returns the registered version."""
+    a retry resumes from the step's checkpoint. Returns the registered version's URI."""
     from cartridge.training import TrainConfig, resolve_window, train
     from cartridge.training import checkpoint as checkpoints
 
@@ -140,7 +184,9 @@ def train_step(
     shards = resolve_window(storage.join(replay_root, pipeline_run_id), window)
     config = TrainConfig(game=game_name, steps=steps, batch_size=batch_size, seed=seed + iteration)
     with tempfile.TemporaryDirectory(prefix="cartridge-train-") as workdir:
-        init = None if resume else _champion_checkpoint(game_name, Path(workdir))
+        init = (
+            None if resume or not champion else _checkpoint_of(game_name, champion, Path(workdir))
+        )
         result = train(
             config,
             shards,
@@ -152,18 +198,15 @@ def train_step(
             init_checkpoint=init,
             parent_run_id=parent_run_id,
         )
-    return str(result.model_version)
+    return champion_uri(game_name, str(result.model_version))
 
 
-def _champion_checkpoint(game_name: str, directory: Path) -> str | None:
-    """The torch checkpoint logged by the champion's training run, if there is a champion."""
+def _checkpoint_of(game_name: str, version_number: str, directory: Path) -> str:
+    """The torch checkpoint logged by the training run that produced a model version."""
     import mlflow
 
     client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    try:
-        version = client.get_model_version_by_alias(registered_model_name(game_name), "champion")
-    except MlflowException:
-        return None
+    version = client.get_model_version(registered_model_name(game_name), version_number)
     run_id = version.tags.get("run_id") or version.run_id
     return mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="checkpoint/checkpoint.pt", dst_path=str(directory)
@@ -187,9 +230,16 @@ def arena_step(
     return decision.promote
 
 
-def promote_step(game_name: str) -> str:
-    """Promote the challenger (the gate passed) and publish it to Triton; returns the champion."""
+def promote_step(game_name: str, challenger: str) -> str:
+    """Promote the challenger (the gate passed) and publish it to Triton; returns the
+    champion's URI."""
     from cartridge.promotion import promote
 
     client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    return str(promote(client, game_name).champion)
+    version = champion_version(game_name, challenger)
+    return champion_uri(game_name, promote(client, game_name, version).champion)
+
+
+def keep_step(game_name: str) -> str:
+    """The gate failed: the champion stays; returns its URI ('' while there is none)."""
+    return champion_uri(game_name, champion_version(game_name, ""))

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines definitions; the steps they run live in `cartridge.loop`."""

@@ -1,0 +1,70 @@
+"""Compile, run locally, or submit the AlphaZero pipeline in `kfp_pipelines/`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from kfp import compiler
+
+from kfp_pipelines.alphazero import DEFAULT_IMAGE, build_pipeline
+
+log = logging.getLogger(__name__)
+PIPELINE_FILE = "cartridge-alphazero.yaml"
+
+
+def compile_pipeline(out_dir: str | Path, iterations: int, image: str = DEFAULT_IMAGE) -> Path:
+    """Write the pipeline YAML (an IR PipelineSpec) for the KFP UI or `kfp.Client`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / PIPELINE_FILE
+    compiler.Compiler().compile(build_pipeline(iterations, image), str(path))
+    return path
+
+
+def run_local(arguments: dict, iterations: int, pipeline_root: Path) -> None:
+    """Run the pipeline here with kfp.local: every component in a subprocess of this
+    interpreter (which has the package), parameters as on a cluster."""
+    from kfp import local
+
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
+    build_pipeline(iterations)(**arguments)
+
+
+def submit(
+    host: str,
+    arguments: dict,
+    iterations: int,
+    image: str,
+    experiment: str,
+    cron: str | None = None,
+    run_name: str | None = None,
+) -> dict:
+    """Create a run (or, with `cron`, a recurring run) on a KFP cluster."""
+    import tempfile
+
+    import kfp
+
+    client = kfp.Client(host=host)
+    with tempfile.TemporaryDirectory() as workdir:
+        package = compile_pipeline(workdir, iterations, image)
+        if cron:
+            experiment_id = client.create_experiment(experiment).experiment_id
+            job = client.create_recurring_run(
+                experiment_id=experiment_id,
+                job_name=run_name or "cartridge-alphazero",
+                cron_expression=cron,
+                pipeline_package_path=str(package),
+                params=arguments,
+                max_concurrency=1,
+            )
+            return {"recurring_run_id": job.recurring_run_id}
+        run = client.create_run_from_pipeline_package(
+            str(package), arguments=arguments, experiment_name=experiment, run_name=run_name
+        )
+        return {"run_id": run.run_id}

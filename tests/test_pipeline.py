@@ -1,0 +1,171 @@
+import json
+from unittest import mock
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from cartridge import storage
+from cartridge.cli import app
+from cartridge.pipelines import compile_pipeline, run_local
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("yaml"), iterations=2, image="reg/cartridge:1")
+    documents = list(yaml.safe_load_all(path.read_text()))
+    spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+    platform = documents[1] if len(documents) > 1 else {}
+    return spec, platform, path.read_text()
+
+
+def test_compiled_yaml_is_a_pipeline_spec_with_the_cluster_settings(compiled):
+    spec, platform, text = compiled
+    assert spec.pipeline_info.name == "cartridge-alphazero"
+    executors = spec.deployment_spec.fields["executors"].struct_value.fields
+    train = [e for name, e in executors.items() if name.startswith("exec-train")]
+    assert len(train) == 2  # two unrolled iterations
+    resources = json_format.MessageToDict(train[0])["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == "1"
+    assert resources["resourceMemoryLimit"] == "32Gi"
+    images = {json_format.MessageToDict(e)["container"]["image"] for e in executors.values()}
+    assert images == {"reg/cartridge:1"}
+    assert "pip install" not in text  # install_kfp_package=False: nothing installed at run time
+    tasks = spec.root.dag.tasks["alphazero-loop"]
+    assert tasks.trigger_policy is not None
+    loop_dags = [c for name, c in spec.components.items() if name.startswith("comp-for-loop")]
+    assert {c.dag.tasks[t].component_ref.name for c in loop_dags for t in c.dag.tasks} == {
+        "comp-selfplay",
+        "comp-selfplay-2",
+    }
+    assert "parallelismLimit: 4" in text
+    assert "maxRetryCount: 3" in text and "backoffDuration: 60s" in text
+    assert "PipelineTaskFinalStatus" in text or "exit-handler" in text
+    kubernetes = json.dumps(platform)
+    assert "cloud.google.com/gke-spot" in kubernetes and "cartridge/pool" in kubernetes
+    assert "cartridge-s3" in kubernetes  # S3 keys from a secret, not from the YAML
+
+
+def test_compile_command(tmp_path):
+    result = runner.invoke(
+        app, ["pipeline", "compile", "--out", str(tmp_path), "--iterations", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cartridge-alphazero.yaml").is_file()
+
+
+def test_submit_creates_runs_through_kfp_client():
+    # No KFP cluster can run here: the client is the one mock in this suite.
+    with mock.patch("kfp.Client") as client_class:
+        client = client_class.return_value
+        client.create_run_from_pipeline_package.return_value.run_id = "run-1"
+        result = runner.invoke(
+            app,
+            [
+                "pipeline",
+                "submit",
+                "--host",
+                "http://kfp:8080",
+                "--game",
+                "connect4",
+                "--iterations",
+                "2",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == {"run_id": "run-1"}
+        client_class.assert_called_once_with(host="http://kfp:8080")
+        _, kwargs = client.create_run_from_pipeline_package.call_args
+        assert kwargs["arguments"]["game"] == "connect4"
+        assert kwargs["arguments"]["shards"] == list(range(8))
+
+        client.create_experiment.return_value.experiment_id = "exp-1"
+        client.create_recurring_run.return_value.recurring_run_id = "rec-1"
+        result = runner.invoke(
+            app, ["pipeline", "submit", "--host", "http://kfp:8080", "--cron", "0 0 */6 * * *"]
+        )
+        assert json.loads(result.stdout) == {"recurring_run_id": "rec-1"}
+        _, kwargs = client.create_recurring_run.call_args
+        assert kwargs["cron_expression"] == "0 0 */6 * * *" and kwargs["max_concurrency"] == 1
+
+
+def _arguments(stack, game, **overrides):
+    arguments = {
+        "game": game,
+        "shards": [0, 1],
+        "games_per_shard": 24,
+        "simulations": 32,
+        "train_steps": 60,
+        "batch_size": 64,
+        "replay_window": 2,
+        "arena_games": 16,
+        "arena_simulations": 64,
+        "mlflow_tracking_uri": stack.mlflow_url,
+        "s3_endpoint": stack.s3_url,
+        "replay_root": f"s3://{stack.bucket}/replay",
+        "checkpoint_root": f"s3://{stack.bucket}/checkpoints",
+    }
+    arguments.update(overrides)
+    return arguments
+
+
+def _pipeline_runs(stack, game):
+    client = MlflowClient(stack.mlflow_url)
+    experiment = client.get_experiment_by_name(f"cartridge-{game}")
+    return client, client.search_runs([experiment.experiment_id], "tags.kind = 'pipeline'")
+
+
+def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
+    # TicTacToe's registry is shared with other tests; the Othello one is left alone here.
+    run_local(
+        _arguments(
+            stack_env,
+            "othello",
+            games_per_shard=4,
+            simulations=8,
+            train_steps=20,
+            arena_games=8,
+            arena_simulations=8,
+            gate_threshold=0.05,
+        ),
+        iterations=2,
+        pipeline_root=tmp_path / "kfp",
+    )
+    client, runs = _pipeline_runs(stack_env, "othello")
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.info.status == "FINISHED"
+    children = client.search_runs(
+        [latest.info.experiment_id], f"tags.mlflow.parentRunId = '{latest.info.run_id}'"
+    )
+    assert sorted(r.data.tags["iteration"] for r in children) == ["1", "2"]
+    champion = client.get_model_version_by_alias("cartridge-othello", "champion")
+    assert champion.tags["arena_games"] == "8" and "gate" in champion.tags
+    pipeline_id = latest.data.tags["pipeline_run_id"]
+    shards = storage.list_children(f"s3://{stack_env.bucket}/replay/{pipeline_id}")
+    assert [s.rsplit("/", 1)[-1] for s in shards] == ["iter-000001", "iter-000002"]
+    triton = storage.list_keys(f"s3://{stack_env.bucket}/triton/cartridge_othello")
+    assert (
+        f"s3://{stack_env.bucket}/triton/cartridge_othello/{champion.version}/model.onnx" in triton
+    )
+
+
+def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        run_local(
+            _arguments(
+                stack_env, "connect4", replay_root="s3://no-such-bucket-for-cartridge/replay"
+            ),
+            iterations=1,
+            pipeline_root=tmp_path / "kfp",
+        )
+    client, runs = _pipeline_runs(stack_env, "connect4")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "failure" in runs[0].data.tags
+    versions = client.search_model_versions("name='cartridge-connect4'")
+    assert not any("champion" in v.aliases for v in versions)
