@@ -23,23 +23,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-# The main job until the pipeline lands: stack up, self-play into S3, train and register
-# a challenger in MLflow, then let it play. The stack stays up afterwards.
+# The main job: start the local stack (S3 store, MLflow) and run the Kubeflow pipeline
+# locally on TicTacToe until the champion plays perfectly; the stack stays up.
 demo: $(STAMP)
-	$(BIN)/cartridge stack up
-	@set -e; run=demo-$$(date +%Y%m%d-%H%M%S); \
-	shard=s3://cartridge/replay/tictactoe/$$run/iter-000001/shard-000; \
-	$(BIN)/cartridge selfplay --game tictactoe --games 512 --sims 200 --seed 1 --out $$shard; \
-	$(BIN)/cartridge train --game tictactoe --shard $$shard --steps 800 --batch-size 256 --iteration 1; \
-	$(BIN)/cartridge arena --game tictactoe --player1 models:/cartridge-tictactoe@challenger \
-		--player2 random --games 40 --sims 200; \
-	$(BIN)/cartridge arena --game tictactoe --player1 models:/cartridge-tictactoe@challenger \
-		--player2 perfect --games 40 --sims 200; \
-	$(BIN)/cartridge arena --game tictactoe --player1 mcts --player2 perfect --games 20 --sims 2000; \
-	$(BIN)/cartridge stack status; \
-	echo; echo "MLflow UI (runs, metrics, model registry): $$($(BIN)/cartridge stack env | sed -n 's/^export MLFLOW_TRACKING_URI=//p')"; \
-	echo "Replay shard: $$shard"; \
-	echo "Stop the stack with: $(BIN)/cartridge stack down"
+	$(BIN)/cartridge demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -131,3 +131,15 @@ def test_arena_json_reports_solver_accuracy_for_connect4():
 
     report = json.loads(result.stdout)
     assert report["solver_positions"] == 20 and 0.0 <= report["solver_optimal_fraction"] <= 1.0
+
+
+def test_exhaustive_perfect_play_check():
+    from cartridge.arena.accuracy import losses_to_perfect_play
+
+    game = load("tictactoe")
+    lines, losses = losses_to_perfect_play(game, make_player("perfect", game, 0))
+    assert lines > 50 and losses == 0
+    lines, losses = losses_to_perfect_play(game, make_player("random", game, 0))
+    assert losses > 0
+    with pytest.raises(ValueError, match="tictactoe"):
+        losses_to_perfect_play(load("connect4"), make_player("random", game, 0))

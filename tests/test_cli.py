@@ -223,3 +223,16 @@ def test_bench_train_json():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["device"] == "cpu" and report["trainer_samples_per_sec"] > 0
     assert report["bare_samples_per_sec"] > 0 and report["ratio"] > 0
+
+
+def test_play_in_the_terminal_explains_bad_moves():
+    # The person tries cells in turn; malformed and taken cells are refused and asked again.
+    result = runner.invoke(
+        app,
+        ["play", "--game", "tictactoe", "--against", "perfect"],
+        input="z9\na1\nb2\nc3\nc1\nb1\na3\na2\nc2\nb3\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "malformed tictactoe move 'z9'" in result.output
+    assert "perfect plays" in result.output
+    assert result.output.strip().splitlines()[-1] in ("draw", "you lose")

@@ -314,6 +314,61 @@ def promote_command(
         )
 
 
+@app.command()
+@_friendly_errors
+def demo(
+    iterations_per_run: Annotated[int, typer.Option(min=1)] = 2,
+    max_runs: Annotated[int, typer.Option(min=1)] = 5,
+    budget_minutes: Annotated[float, typer.Option(min=1)] = 14,
+):
+    """Run the pipeline locally on TicTacToe until the champion plays perfectly."""
+    from cartridge.demo import DemoSettings, run_demo
+
+    stack = _connect()
+    settings = DemoSettings(
+        iterations_per_run=iterations_per_run, max_runs=max_runs, budget_seconds=budget_minutes * 60
+    )
+    result = run_demo(stack, settings)
+    verdict = "plays perfectly" if result.perfect else f"still lost {result.losses} lines"
+    typer.echo(
+        f"\nchampion: cartridge-tictactoe version {result.champion} ({verdict}) after "
+        f"{result.runs} pipeline run(s), {result.seconds / 60:.1f} minutes"
+    )
+    typer.echo(f"MLflow (runs, metrics, registry): {stack.mlflow_url}")
+    typer.echo(f"Triton repository: s3://{stack.bucket}/triton/cartridge_tictactoe/")
+    typer.echo(
+        "Play it: .venv/bin/cartridge play --game tictactoe "
+        "--against models:/cartridge-tictactoe@champion"
+    )
+    if not result.perfect:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly_errors
+def play(
+    game: GameOption,
+    against: Annotated[
+        str | None, typer.Option(help="Player spec (default: the game's champion).")
+    ] = None,
+    sims: Annotated[int, typer.Option(min=1, help="Bot simulations per move.")] = 200,
+    second: Annotated[bool, typer.Option(help="Let the bot move first.")] = False,
+):
+    """Play a game against the champion (or any arena player) in the terminal."""
+    from cartridge.arena import make_player
+    from cartridge.arena.interactive import play_against
+
+    stack = _connect()
+    spec = against or f"models:/cartridge-{game.value}@champion"
+    if spec.startswith("models:/"):
+        from cartridge.tracking import resolve_tracking_uri, use_tracking
+
+        use_tracking(resolve_tracking_uri(stack.home))
+    g = _game(game)
+    result = play_against(g, make_player(spec, g, sims), int(second), typer.prompt, typer.echo)
+    typer.echo({1.0: "you win", 0.0: "draw", -1.0: "you lose"}[result])
+
+
 @app.command("init-model")
 @_friendly_errors
 def init_model(

@@ -38,3 +38,28 @@ def solver_optimal_fraction(player: Player, positions: list[State]) -> float:
         values = action_values(state)
         hits += values[action] == max(values.values())
     return hits / len(positions)
+
+
+def losses_to_perfect_play(game: Game, player: Player) -> tuple[int, int]:
+    """Play `player` from both seats against every line of perfect play (each optimal
+    reply, every first move when it moves second). Returns (lines played, lines lost):
+    zero losses means it plays perfectly. TicTacToe only: the tree is small enough."""
+    if game.name != "tictactoe":
+        raise ValueError("exhaustive perfect-play checks are for tictactoe")
+    from cartridge.solvers import optimal_actions
+
+    finished: list[tuple[State, int]] = []
+    frontier = [(game.new_initial_state(), seat) for seat in (0, 1)]
+    while frontier:
+        to_search = [(s, seat) for s, seat in frontier if s.current_player == seat]
+        moves = player.choose([s for s, _ in to_search]) if to_search else []
+        successors = [(s.apply(a), seat) for (s, seat), a in zip(to_search, moves, strict=True)]
+        for state, seat in frontier:
+            if state.current_player != seat:
+                replies = optimal_actions(state) if state.ply else state.legal_actions()
+                successors += [(state.apply(a), seat) for a in replies]
+        frontier = []
+        for state, seat in successors:
+            (finished if state.is_terminal() else frontier).append((state, seat))
+    losses = sum(state.result(seat) < 0 for state, seat in finished)
+    return len(finished), losses

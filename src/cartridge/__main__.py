@@ -1,0 +1,5 @@
+"""`python -m cartridge` is the `cartridge` command."""
+
+from cartridge.cli import app
+
+app()
