@@ -91,3 +91,13 @@ def embedded_env(monkeypatch, tmp_path):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CARTRIDGE_HOME", str(tmp_path / ".cartridge"))
     return tmp_path / ".cartridge"
+
+
+def fresh_registered_model(client, game_name):
+    """Start a test from an empty registry entry for `game_name` (the session stack is shared)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model(f"cartridge-{game_name}")
+    except MlflowException:
+        pass

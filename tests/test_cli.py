@@ -208,9 +208,9 @@ def test_train_from_a_replay_window_prints_json(embedded_env, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["steps"] == 5 and report["model_version"] is not None
-    from mlflow.tracking import MlflowClient
+    from cartridge.tracking import use_tracking
 
-    run = MlflowClient(f"sqlite:///{embedded_env / 'mlflow.db'}").get_run(report["run_id"])
+    run = use_tracking(f"sqlite:///{embedded_env / 'mlflow.db'}").get_run(report["run_id"])
     assert "iter-000001" not in run.data.tags["shards"]
     assert "iter-000002" in run.data.tags["shards"] and "iter-000003" in run.data.tags["shards"]
 

@@ -3,14 +3,15 @@ from unittest import mock
 
 import pytest
 import yaml
+from conftest import fresh_registered_model
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
-from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from cartridge import storage
 from cartridge.cli import app
 from cartridge.pipelines import compile_pipeline, run_local
+from cartridge.tracking import use_tracking
 
 runner = CliRunner()
 
@@ -116,13 +117,13 @@ def _arguments(stack, game, **overrides):
 
 
 def _pipeline_runs(stack, game):
-    client = MlflowClient(stack.mlflow_url)
+    client = use_tracking(stack.mlflow_url)
     experiment = client.get_experiment_by_name(f"cartridge-{game}")
     return client, client.search_runs([experiment.experiment_id], "tags.kind = 'pipeline'")
 
 
 def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
-    # TicTacToe's registry is shared with other tests; the Othello one is left alone here.
+    fresh_registered_model(use_tracking(stack_env.mlflow_url), "othello")
     run_local(
         _arguments(
             stack_env,
@@ -131,8 +132,8 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             simulations=8,
             train_steps=20,
             arena_games=8,
-            arena_simulations=8,
-            gate_threshold=0.05,
+            arena_simulations=32,
+            gate_threshold=0.01,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -156,6 +157,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
 
 
 def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):
+    fresh_registered_model(use_tracking(stack_env.mlflow_url), "connect4")
     with pytest.raises(RuntimeError, match="FAILURE"):
         run_local(
             _arguments(

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import fresh_registered_model
 
 from cartridge import storage
 from cartridge.arena.stats import summarize
@@ -42,8 +43,9 @@ def _register(client, game, seed):
 
 
 def test_promotion_and_rollback_on_the_stack(stack_env):
-    game = load("othello")  # a registry name no other test uses
+    game = load("othello")
     client = use_tracking(stack_env.mlflow_url)
+    fresh_registered_model(client, "othello")
     repository = f"s3://{stack_env.bucket}/triton"
     folder = f"{repository}/cartridge_othello"
     first = _register(client, game, 1)
@@ -88,6 +90,7 @@ def test_gate_command_promotes_the_first_challenger_that_beats_random(stack_env)
     from cartridge.cli import app
 
     client = use_tracking(stack_env.mlflow_url)
+    fresh_registered_model(client, "tictactoe")
     version = _register(client, load("tictactoe"), 7)
     runner = CliRunner()
     result = runner.invoke(

@@ -10,13 +10,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from cartridge import storage
 from cartridge.evaluators import UniformEvaluator
 from cartridge.games import load
 from cartridge.replay import read_shard, write_shard
 from cartridge.selfplay import SelfPlayConfig, play_selfplay
+from cartridge.tracking import use_tracking
 from cartridge.training import DataError, TrainConfig, TrainingError, train
 from cartridge.training import checkpoint as checkpoints
 
@@ -76,7 +76,7 @@ def test_train_on_the_stack_registers_a_challenger_in_s3(stack_env, shard_dirs, 
     assert result.steps == 25 and result.model_version is not None
     assert checkpoints.exists(checkpoint_dir)
 
-    client = MlflowClient(stack_env.mlflow_url)
+    client = use_tracking(stack_env.mlflow_url)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["game"] == "tictactoe" and run.data.tags["iteration"] == "1"
@@ -115,13 +115,13 @@ def test_embedded_mode_uses_the_same_code(embedded_env, shard_dirs):
 
 
 def _runs(tracking_uri):
-    client = MlflowClient(tracking_uri)
+    client = use_tracking(tracking_uri)
     experiment = client.get_experiment_by_name("cartridge-tictactoe")
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
 def _versions(tracking_uri):
-    return MlflowClient(tracking_uri).search_model_versions("name='cartridge-tictactoe'")
+    return use_tracking(tracking_uri).search_model_versions("name='cartridge-tictactoe'")
 
 
 def test_nan_loss_fails_the_run_and_registers_nothing(embedded_env, shard_dirs, tmp_path):
