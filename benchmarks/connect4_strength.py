@@ -1,0 +1,111 @@
+"""Connect 4 strength per hour of training on this machine: pipeline runs back to back.
+
+Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .cartridge-c4]
+Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
+9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
+run measures the champion: the share of solver-optimal moves on the fixed position set
+and the score against the `perfect` solver player. One JSON line per measurement is
+appended to <home>/connect4-strength.jsonl.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "cartridge"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=120)
+    parser.add_argument("--home", default=".cartridge-c4")
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--sims", type=int, default=50)
+    args = parser.parse_args()
+    os.environ["CARTRIDGE_HOME"] = args.home
+    os.environ.setdefault("CARTRIDGE_S3_PORT", "9100")
+    os.environ.setdefault("CARTRIDGE_MLFLOW_PORT", "5100")
+    subprocess.run([*CLI, "stack", "up"], check=True, stdout=subprocess.DEVNULL)
+    results = Path(args.home) / "connect4-strength.jsonl"
+    began = time.monotonic()
+    run = 0
+    while time.monotonic() - began < args.minutes * 60:
+        run += 1
+        log = Path(args.home) / f"pipeline-{run}.log"
+        with open(log, "w") as handle:
+            subprocess.run(
+                [
+                    *CLI,
+                    "pipeline",
+                    "run",
+                    "--local",
+                    "--game",
+                    "connect4",
+                    "--iterations",
+                    str(args.iterations),
+                    "--shards",
+                    "2",
+                    "--games-per-shard",
+                    "64",
+                    "--sims",
+                    str(args.sims),
+                    "--train-steps",
+                    "400",
+                    "--batch-size",
+                    "256",
+                    "--arena-games",
+                    "20",
+                    "--arena-sims",
+                    str(args.sims),
+                    "--seed",
+                    str(run),
+                ],
+                check=True,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        arena = subprocess.run(
+            [
+                *CLI,
+                "arena",
+                "--game",
+                "connect4",
+                "--player1",
+                "models:/cartridge-connect4@champion",
+                "--player2",
+                "perfect",
+                "--games",
+                "10",
+                "--sims",
+                str(args.sims),
+                "--solver-positions",
+                "200",
+                "--json",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        report = json.loads(arena.stdout.strip().splitlines()[-1])
+        line = {
+            "minutes": round((time.monotonic() - began) / 60, 1),
+            "pipeline_runs": run,
+            "iterations": run * args.iterations,
+            "sims": args.sims,
+            "solver_optimal_fraction": report["solver_optimal_fraction"],
+            "score_vs_perfect": report["score"],
+            "wins": report["wins"],
+            "draws": report["draws"],
+            "losses": report["losses"],
+        }
+        with open(results, "a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
