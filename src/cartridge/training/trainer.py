@@ -243,7 +243,7 @@ class _PendingStats:
             (step, {**dict(zip(STEP_STATS, row.tolist(), strict=True)), "learning_rate": rate})
             for step, row, rate in zip(self.steps, table, self.learning_rates, strict=True)
         ]
-        self.__init__()
+        self.steps, self.rows, self.learning_rates = [], [], []
         return drained
 
 
