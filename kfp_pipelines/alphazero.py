@@ -119,13 +119,16 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         checkpoint_root: str,
         parent_run_id: str,
         seed: int,
+        network_blocks: int,
+        network_channels: int,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
         from cartridge import loop
 
         loop.connect(mlflow_tracking_uri, s3_endpoint)
-        print(f"iteration {iteration}: {len(shards)} new shards; champion {champion or 'none'}")
+        version = loop.champion_version(game, champion)
+        print(f"iteration {iteration}: {len(shards)} new shards; champion v{version or '-'}")
         return loop.train_step(
             game,
             iteration,
@@ -137,7 +140,9 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             checkpoint_root,
             parent_run_id,
             seed,
-            loop.champion_version(game, champion),
+            version,
+            network_blocks,
+            network_channels,
         )
 
     @component
@@ -227,6 +232,8 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         games_per_shard: int = 64,
         simulations: int = 100,
         train_steps: int = 500,
+        network_blocks: int = 5,
+        network_channels: int = 64,
         batch_size: int = 256,
         replay_window: int = 4,
         arena_games: int = 40,
@@ -303,6 +310,8 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                         checkpoint_root=checkpoint_root,
                         parent_run_id=start.output,
                         seed=seed,
+                        network_blocks=network_blocks,
+                        network_channels=network_channels,
                         **endpoints,
                     )
                 )

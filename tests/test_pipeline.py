@@ -171,3 +171,17 @@ def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):
     assert "failure" in runs[0].data.tags
     versions = client.search_model_versions("name='cartridge-connect4'")
     assert not any("champion" in v.aliases for v in versions)
+
+
+def test_network_size_applies_to_resnet_games_only(compiled):
+    from cartridge.loop import network_for
+
+    assert network_for("tictactoe", 2, 32).kind == "mlp"
+    small = network_for("connect4", 2, 32)
+    assert (small.kind, small.blocks, small.channels) == ("resnet", 2, 32)
+    assert network_for("othello", None, None).blocks == 5
+    spec, _, _ = compiled
+    parameters = spec.root.input_definitions.parameters
+    assert {"network_blocks", "network_channels", "replay_window", "gate_threshold"} <= set(
+        parameters
+    )

@@ -596,6 +596,8 @@ def pipeline_compile(
 def _pipeline_arguments(
     game,
     shards,
+    blocks,
+    channels,
     games_per_shard,
     sims,
     train_steps,
@@ -610,6 +612,8 @@ def _pipeline_arguments(
     return {
         "game": game.value,
         "shards": list(range(shards)),
+        "network_blocks": blocks,
+        "network_channels": channels,
         "games_per_shard": games_per_shard,
         "simulations": sims,
         "train_steps": train_steps,
@@ -640,6 +644,8 @@ def pipeline_run(
     gate_method: Annotated[str, typer.Option(help="lcb or sprt.")] = "lcb",
     threshold: Annotated[float, typer.Option(help="Gate score lower bound.")] = 0.55,
     seed: int = 0,
+    blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
+    channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
     from cartridge.pipelines import run_local
@@ -656,6 +662,8 @@ def pipeline_run(
     arguments = _pipeline_arguments(
         game,
         shards,
+        blocks,
+        channels,
         games_per_shard,
         sims,
         train_steps,
@@ -705,6 +713,8 @@ def pipeline_submit(
     gate_method: str = "lcb",
     threshold: float = 0.55,
     seed: int = 0,
+    blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
+    channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
     from cartridge.pipelines import submit
@@ -713,6 +723,8 @@ def pipeline_submit(
     arguments = _pipeline_arguments(
         game,
         shards,
+        blocks,
+        channels,
         games_per_shard,
         sims,
         train_steps,

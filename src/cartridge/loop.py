@@ -170,6 +170,8 @@ def train_step(
     parent_run_id: str,
     seed: int,
     champion: str | None,
+    blocks: int | None = None,
+    channels: int | None = None,
 ) -> str:
     """Train on the run's last `window` iterations, starting from the champion's weights;
     a retry resumes from the step's checkpoint. Returns the registered version's URI."""
@@ -182,7 +184,13 @@ def train_step(
     )
     resume = checkpoints.exists(checkpoint_dir)
     shards = resolve_window(storage.join(replay_root, pipeline_run_id), window)
-    config = TrainConfig(game=game_name, steps=steps, batch_size=batch_size, seed=seed + iteration)
+    config = TrainConfig(
+        game=game_name,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed + iteration,
+        network=network_for(game_name, blocks, channels),
+    )
     with tempfile.TemporaryDirectory(prefix="cartridge-train-") as workdir:
         init = (
             None if resume or not champion else _checkpoint_of(game_name, champion, Path(workdir))
@@ -199,6 +207,19 @@ def train_step(
             parent_run_id=parent_run_id,
         )
     return champion_uri(game_name, str(result.model_version))
+
+
+def network_for(game_name: str, blocks: int | None, channels: int | None):
+    """The game's default network, resized when it is a ResNet and a size is given (the
+    TicTacToe MLP has no blocks or channels)."""
+    from cartridge.games import load
+    from cartridge.networks import NetworkConfig, default_network_config
+
+    network = default_network_config(load(game_name))
+    if network.kind != "resnet":
+        return network
+    sizes = {k: int(v) for k, v in (("blocks", blocks), ("channels", channels)) if v}
+    return NetworkConfig.model_validate({**network.model_dump(), **sizes})
 
 
 def _checkpoint_of(game_name: str, version_number: str, directory: Path) -> str:
