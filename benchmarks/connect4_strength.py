@@ -1,6 +1,7 @@
 """Connect 4 strength per hour of training on this machine: pipeline runs back to back.
 
 Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .cartridge-c4]
+       [--blocks 5 --channels 64] [--sims 50]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--home", default=".cartridge-c4")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--sims", type=int, default=50)
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--channels", type=int, default=64)
     args = parser.parse_args()
     os.environ["CARTRIDGE_HOME"] = args.home
     os.environ.setdefault("CARTRIDGE_S3_PORT", "9100")
