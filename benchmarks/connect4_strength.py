@@ -66,6 +66,10 @@ def main() -> None:
                     str(args.sims),
                     "--seed",
                     str(run),
+                    "--blocks",
+                    str(args.blocks),
+                    "--channels",
+                    str(args.channels),
                 ],
                 check=True,
                 stdout=handle,
@@ -97,6 +101,7 @@ def main() -> None:
         line = {
             "minutes": round((time.monotonic() - began) / 60, 1),
             "pipeline_runs": run,
+            "network": f"{args.blocks}x{args.channels}",
             "iterations": run * args.iterations,
             "sims": args.sims,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
