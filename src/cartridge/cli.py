@@ -76,6 +76,13 @@ def _connect(home: Path | None = None):
     return config
 
 
+def _tracking_client(stack, explicit_uri: str | None = None):
+    """MLflow for this process: explicit URI, MLFLOW_TRACKING_URI, or embedded under home."""
+    from cartridge.tracking import resolve_tracking_uri, use_tracking
+
+    return use_tracking(resolve_tracking_uri(stack.home, explicit_uri))
+
+
 def _game(name: GameName):
     from cartridge.games import load
 
@@ -206,9 +213,7 @@ def arena(
 
     stack = _connect()
     if any(spec.startswith("models:/") for spec in (player1, player2)):
-        from cartridge.tracking import resolve_tracking_uri, use_tracking
-
-        use_tracking(resolve_tracking_uri(stack.home))
+        _tracking_client(stack)
     g = _game(game)
     first = make_player(player1, g, sims, seed=seed)
     second = make_player(player2, g, sims, seed=seed + 1)
@@ -217,12 +222,9 @@ def arena(
             g, first, second, games, opening_plies=opening_plies, seed=seed, on_game_end=advance
         )
     if g.name == "connect4" and player1 not in ("random", "perfect") and solver_positions:
-        from cartridge.arena.accuracy import solver_optimal_fraction
-        from cartridge.arena.accuracy import solver_positions as positions_for
+        from cartridge.arena.accuracy import add_solver_accuracy
 
-        positions = positions_for(g, solver_positions)
-        result.solver_optimal_fraction = solver_optimal_fraction(first, positions)
-        result.solver_positions = len(positions)
+        add_solver_accuracy(result, first, g, solver_positions)
     if as_json:
         typer.echo(result.model_dump_json())
         return
@@ -254,10 +256,8 @@ def gate(
 ):
     """Challenger vs champion (vs random while there is none), then the promotion gate."""
     from cartridge import promotion
-    from cartridge.tracking import resolve_tracking_uri, use_tracking
 
-    stack = _connect()
-    client = use_tracking(resolve_tracking_uri(stack.home, tracking_uri))
+    client = _tracking_client(_connect(), tracking_uri)
     config = promotion.GateConfig(method=method, threshold=threshold)
     match, decision, version = promotion.evaluate_challenger(
         client, game.value, config, games, sims, seed
@@ -294,10 +294,8 @@ def promote_command(
 ):
     """Make a version champion and publish it to Triton, or --rollback to the previous one."""
     from cartridge import promotion
-    from cartridge.tracking import resolve_tracking_uri, use_tracking
 
-    stack = _connect()
-    client = use_tracking(resolve_tracking_uri(stack.home, tracking_uri))
+    client = _tracking_client(_connect(), tracking_uri)
     if rollback:
         if version:
             raise ValueError("--rollback restores the previous champion; it takes no --version")
@@ -361,9 +359,7 @@ def play(
     stack = _connect()
     spec = against or f"models:/cartridge-{game.value}@champion"
     if spec.startswith("models:/"):
-        from cartridge.tracking import resolve_tracking_uri, use_tracking
-
-        use_tracking(resolve_tracking_uri(stack.home))
+        _tracking_client(stack)
     g = _game(game)
     result = play_against(g, make_player(spec, g, sims), int(second), typer.prompt, typer.echo)
     typer.echo({1.0: "you win", 0.0: "draw", -1.0: "you lose"}[result])

@@ -114,8 +114,8 @@ def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
 
     began = time.monotonic()
     up(stack)
-    env = {**os.environ, **client_environment(stack)}
     os.environ.update(client_environment(stack))
+    env = dict(os.environ)
     client = use_tracking(stack.mlflow_url)
     game = load(settings.game)
     logs = stack.home / "demo"

@@ -271,10 +271,7 @@ def evaluate_challenger(
     player2 = make_player(opponent, game, simulations, seed=seed + 1)
     match = play_match(game, player1, player2, games, seed=seed)
     if game_name == "connect4" and solver_positions:
-        from cartridge.arena.accuracy import solver_optimal_fraction
-        from cartridge.arena.accuracy import solver_positions as positions_for
+        from cartridge.arena.accuracy import add_solver_accuracy
 
-        positions = positions_for(game, solver_positions)
-        match.solver_optimal_fraction = solver_optimal_fraction(player1, positions)
-        match.solver_positions = len(positions)
+        add_solver_accuracy(match, player1, game, solver_positions)
     return match, decide(match, gate), challenger

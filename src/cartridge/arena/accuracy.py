@@ -63,3 +63,10 @@ def losses_to_perfect_play(game: Game, player: Player) -> tuple[int, int]:
             (finished if state.is_terminal() else frontier).append((state, seat))
     losses = sum(state.result(seat) < 0 for state, seat in finished)
     return len(finished), losses
+
+
+def add_solver_accuracy(match, player: Player, game: Game, count: int) -> None:
+    """Record `player`'s solver-optimal share on the fixed position set in `match`."""
+    positions = solver_positions(game, count)
+    match.solver_optimal_fraction = solver_optimal_fraction(player, positions)
+    match.solver_positions = len(positions)
