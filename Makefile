@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml setup.py $(shell find src -name '*.pyx' -o -name '*.pxd')
 STATE := .cartridge
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench install clean
 
@@ -16,14 +19,18 @@ $(STAMP): $(SOURCES)
 
 install: $(STAMP)
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks kfp_pipelines
 	$(BIN)/ruff format --check src tests benchmarks kfp_pipelines
 
-test: lint
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
-# The main job: start the local stack (S3 store, MLflow) and run the Kubeflow pipeline
+# The main job: start the local stack (S3 store, MLflow, Triton, web app) and run the Kubeflow pipeline
 # locally on TicTacToe until the champion plays perfectly; the stack stays up.
 demo: $(STAMP)
 	$(BIN)/cartridge demo

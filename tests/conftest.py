@@ -40,27 +40,32 @@ def _ports_free(host, ports):
 
 
 def free_stack_ports():
-    """An S3 port whose block of 15 (weed's helper ports) is free, and a free MLflow port."""
+    """A block of 20 free ports: S3 and weed's helpers (15), MLflow, Triton's HTTP, gRPC
+    and metrics, and the web app."""
     import random
 
     rng = random.Random()
     while True:
         s3 = rng.randrange(20000, 60000, 20)
-        mlflow = s3 + 17
-        if _ports_free("127.0.0.1", [*range(s3, s3 + 15), mlflow]):
-            return s3, mlflow
+        if _ports_free("127.0.0.1", range(s3, s3 + 20)):
+            return {
+                "s3_port": s3,
+                "mlflow_port": s3 + 15,
+                "triton_port": s3 + 16,
+                "web_port": s3 + 19,
+            }
 
 
 def make_stack_config(home):
     from cartridge.stack import StackConfig
 
-    s3_port, mlflow_port = free_stack_ports()
-    return StackConfig(home=home, s3_port=s3_port, mlflow_port=mlflow_port)
+    return StackConfig(home=home, **free_stack_ports())
 
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
-    """A real S3 store and MLflow server for the whole session, on free ports."""
+    """The real local stack (S3 store, MLflow, Triton, web app) for the whole session,
+    on free ports."""
     from cartridge.stack import down, up
 
     config = make_stack_config(tmp_path_factory.mktemp("stack") / ".cartridge")
@@ -101,3 +106,53 @@ def fresh_registered_model(client, game_name):
         client.delete_registered_model(f"cartridge-{game_name}")
     except MlflowException:
         pass
+
+
+def fresh_served_model(client, config, game_name):
+    """An empty registry entry and an empty Triton folder for `game_name`, and Triton no
+    longer serving it: a re-created registry entry numbers its versions from 1 again,
+    so stale version folders would outrank the new ones."""
+    import time
+
+    from cartridge import storage
+    from cartridge.serving.triton import TritonControl
+
+    fresh_registered_model(client, game_name)
+    control = TritonControl(config.triton_url)
+    # Unload before deleting: Triton's index lists only what the repository holds.
+    if control.model_state(game_name).state == "READY":
+        control.unload(game_name)
+        deadline = time.monotonic() + 30
+        while control.model_state(game_name).state == "READY":  # unloading is asynchronous
+            assert time.monotonic() < deadline, f"Triton keeps serving {game_name}"
+            time.sleep(0.1)
+    control.close()
+    storage.delete_prefix(f"s3://{config.bucket}/triton/cartridge_{game_name}/")
+
+
+@pytest.fixture(scope="module")
+def served_champions(local_stack, onnx_models):
+    """Fresh TicTacToe and Connect 4 champions, promoted and loaded in the session's
+    Triton; returns their registry versions. The game's Triton folder is cleared first:
+    a re-created registry entry numbers its versions from 1 again."""
+    import mlflow
+
+    from cartridge.promotion import promote
+    from cartridge.stack import client_environment
+    from cartridge.tracking import log_and_register, use_tracking
+
+    patch = pytest.MonkeyPatch()
+    for key, value in client_environment(local_stack).items():
+        patch.setenv(key, value)
+    client = use_tracking(local_stack.mlflow_url)
+    mlflow.set_experiment("serving-test")
+    versions = {}
+    for name in ("tictactoe", "connect4"):
+        fresh_served_model(client, local_stack, name)
+        with mlflow.start_run():
+            _, version = log_and_register(client, onnx_models[name][0], load(name), {})
+        result = promote(client, name, version)
+        assert result.triton_error is None, result.triton_error
+        versions[name] = version
+    yield versions
+    patch.undo()

@@ -2,13 +2,14 @@ import math
 
 import pytest
 import torch
-from conftest import fresh_registered_model
+from conftest import fresh_registered_model, fresh_served_model
 
 from cartridge import storage
 from cartridge.arena.stats import summarize
 from cartridge.games import load
 from cartridge.networks import build_network, export_onnx
 from cartridge.promotion import GateConfig, decide, promote, rollback, sprt_llr
+from cartridge.serving.triton import TritonControl
 from cartridge.tracking import log_and_register, use_tracking
 
 
@@ -45,7 +46,7 @@ def _register(client, game, seed):
 def test_promotion_and_rollback_on_the_stack(stack_env):
     game = load("othello")
     client = use_tracking(stack_env.mlflow_url)
-    fresh_registered_model(client, "othello")
+    fresh_served_model(client, stack_env, "othello")
     repository = f"s3://{stack_env.bucket}/triton"
     folder = f"{repository}/cartridge_othello"
     first = _register(client, game, 1)
@@ -56,18 +57,25 @@ def test_promotion_and_rollback_on_the_stack(stack_env):
     assert result.champion == first and result.previous is None and result.changed
     keys = storage.list_keys(folder)
     assert f"{folder}/{first}/model.onnx" in keys and f"{folder}/config.pbtxt" in keys
+    assert f"{folder}/{first}/model.py" in keys  # the local Triton's python backend
+    triton = TritonControl(stack_env.triton_url)
+    assert result.triton_error is None
+    assert triton.model_state("othello").version == first
+    assert triton.model_state("othello").state == "READY"
     tags = client.get_model_version("cartridge-othello", first).tags
     assert tags["arena_wins"] == "9" and tags["arena_opponent"] == "random" and "gate" in tags
 
     second = _register(client, game, 2)
     result = promote(client, "othello", repository=repository)  # the challenger by default
     assert (result.champion, result.previous) == (second, first)
+    assert triton.model_state("othello").version == second
     again = promote(client, "othello", version=second, repository=repository)
     assert not again.changed and (again.champion, again.previous) == (second, first)
     assert f"{folder}/{second}/model.onnx" in storage.list_keys(folder)
 
     restored = rollback(client, "othello", repository=repository)
-    assert restored.champion == first
+    assert restored.champion == first and restored.triton_error is None
+    assert triton.model_state("othello").version == first
     assert client.get_model_version_by_alias("cartridge-othello", "champion").version == first
     keys = storage.list_keys(folder)
     assert f"{folder}/{first}/model.onnx" in keys

@@ -22,6 +22,10 @@ def cli(config, *args):
         str(config.s3_port),
         "--mlflow-port",
         str(config.mlflow_port),
+        "--triton-port",
+        str(config.triton_port),
+        "--web-port",
+        str(config.web_port),
     ]
     return runner.invoke(app, ["stack", *args, *options])
 
@@ -29,14 +33,15 @@ def cli(config, *args):
 def test_lifecycle_is_idempotent_keeps_data_and_stops_only_its_own(tmp_path, monkeypatch):
     config = make_stack_config(tmp_path / ".cartridge")
     before = json.loads(cli(config, "status", "--json").stdout)
-    assert set(before) == {"s3", "mlflow"}
+    assert set(before) == {"s3", "mlflow", "triton", "web"}
     assert not any(s["healthy"] for s in before.values()) and before["s3"]["pid"] is None
 
     bystander = subprocess.Popen(["sleep", "120"])
     try:
         started = cli(config, "up")
         assert started.exit_code == 0, started.output
-        assert config.mlflow_url in started.stdout and config.s3_url in started.stdout
+        for url in (config.mlflow_url, config.s3_url, config.triton_url, config.web_url):
+            assert url in started.stdout
         report = json.loads(cli(config, "status", "--json").stdout)
         assert all(s["healthy"] for s in report.values())
         assert report["mlflow"]["url"] == config.mlflow_url
@@ -50,7 +55,8 @@ def test_lifecycle_is_idempotent_keeps_data_and_stops_only_its_own(tmp_path, mon
         storage.upload_file(_write(tmp_path / "kept.txt", "kept"), "s3://cartridge/probe/kept.txt")
 
         stopped = cli(config, "down")
-        assert stopped.exit_code == 0 and "mlflow" in stopped.stdout
+        assert stopped.exit_code == 0
+        assert stopped.stdout.strip() == "stopped: web, triton, mlflow, s3"
         assert not any(psutil.pid_exists(pid) for pid in pids.values())
         assert bystander.poll() is None  # not ours: untouched
         assert (config.stack_dir / "mlflow.db").exists()
@@ -64,15 +70,17 @@ def test_lifecycle_is_idempotent_keeps_data_and_stops_only_its_own(tmp_path, mon
         bystander.kill()
 
 
-def test_a_taken_port_is_refused_and_nothing_starts(tmp_path):
+@pytest.mark.parametrize("service", ["mlflow", "triton", "web"])
+def test_a_taken_port_is_refused_and_nothing_starts(tmp_path, service):
     config = make_stack_config(tmp_path / ".cartridge")
+    port = getattr(config, f"{service}_port")
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", config.mlflow_port))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        with pytest.raises(StackError, match=f"port {config.mlflow_port} .* already in use"):
+        with pytest.raises(StackError, match=f"port {port} .* already in use"):
             up(config)
         result = cli(config, "up")
-        assert result.exit_code == 2 and "already in use" in result.output
+        assert result.exit_code == 2 and f"--{service}-port" in result.output
     assert not any(s.pid for s in status(config).values())
 
 

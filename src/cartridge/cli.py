@@ -48,6 +48,10 @@ HomeOption = Annotated[
 ]
 S3PortOption = Annotated[int | None, typer.Option("--s3-port", help="S3 API port.")]
 MlflowPortOption = Annotated[int | None, typer.Option("--mlflow-port", help="MLflow port.")]
+TritonPortOption = Annotated[
+    int | None, typer.Option("--triton-port", help="Triton HTTP port (gRPC +1, metrics +2).")
+]
+WebPortOption = Annotated[int | None, typer.Option("--web-port", help="Web app port.")]
 
 
 def _friendly_errors(command):
@@ -126,7 +130,9 @@ def selfplay(
     sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")],
     out: Annotated[str, typer.Option(help="Directory or s3:// prefix for the replay shard.")],
     model: Annotated[str | None, typer.Option(help="ONNX model; uniform priors if absent.")] = None,
-    evaluator: Annotated[str, typer.Option(help="uniform or rollout when no model.")] = "uniform",
+    evaluator: Annotated[
+        str, typer.Option(help="uniform, rollout or triton[:grpc://HOST:PORT] when no model.")
+    ] = "uniform",
     seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
     parallel: Annotated[int, typer.Option(min=1, help="Games searched together.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads.")] = 1,
@@ -365,6 +371,26 @@ def play(
     typer.echo({1.0: "you win", 0.0: "draw", -1.0: "you lose"}[result])
 
 
+@app.command()
+@_friendly_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+):
+    """Serve the web API and the browser UI (Triton and MLflow from `cartridge stack env`)."""
+    import uvicorn
+
+    uvicorn.run(
+        "cartridge.web:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
 @app.command("init-model")
 @_friendly_errors
 def init_model(
@@ -491,10 +517,16 @@ def train(
         )
 
 
-def _stack_config(home, s3_port, mlflow_port):
+def _stack_config(home, s3_port, mlflow_port, triton_port=None, web_port=None):
     from cartridge.stack import StackConfig
 
-    overrides = {"home": home, "s3_port": s3_port, "mlflow_port": mlflow_port}
+    overrides = {
+        "home": home,
+        "s3_port": s3_port,
+        "mlflow_port": mlflow_port,
+        "triton_port": triton_port,
+        "web_port": web_port,
+    }
     return StackConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -514,30 +546,39 @@ def stack_up(
     home: HomeOption = None,
     s3_port: S3PortOption = None,
     mlflow_port: MlflowPortOption = None,
+    triton_port: TritonPortOption = None,
+    web_port: WebPortOption = None,
     as_json: JsonFlag = False,
 ):
-    """Start the S3 store and MLflow (idempotent) and wait until both are healthy."""
+    """Start the S3 store, MLflow, Triton and the web app (idempotent); wait until healthy."""
     from cartridge.stack import up
 
-    config = _stack_config(home, s3_port, mlflow_port)
+    config = _stack_config(home, s3_port, mlflow_port, triton_port, web_port)
     report = up(config)
     _print_stack(report, as_json)
     if not as_json:
         typer.echo(
-            f"\nMLflow UI: {config.mlflow_url}\nS3 endpoint: {config.s3_url} "
-            f'(bucket {config.bucket})\nClient settings: eval "$(cartridge stack env)"'
+            f"\nPlay in the browser: {config.web_url}\nAPI docs: {config.web_url}/docs\n"
+            f"MLflow UI: {config.mlflow_url}\nTriton: {config.triton_url} (gRPC "
+            f"{config.triton_grpc_url}, metrics {config.triton_metrics_url})\n"
+            f"S3 endpoint: {config.s3_url} (bucket {config.bucket})\n"
+            f'Client settings: eval "$(cartridge stack env)"'
         )
 
 
 @stack_app.command("down")
 @_friendly_errors
 def stack_down(
-    home: HomeOption = None, s3_port: S3PortOption = None, mlflow_port: MlflowPortOption = None
+    home: HomeOption = None,
+    s3_port: S3PortOption = None,
+    mlflow_port: MlflowPortOption = None,
+    triton_port: TritonPortOption = None,
+    web_port: WebPortOption = None,
 ):
     """Stop the servers this stack started; their data stays."""
     from cartridge.stack import down
 
-    stopped = down(_stack_config(home, s3_port, mlflow_port))
+    stopped = down(_stack_config(home, s3_port, mlflow_port, triton_port, web_port))
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -547,25 +588,32 @@ def stack_status(
     home: HomeOption = None,
     s3_port: S3PortOption = None,
     mlflow_port: MlflowPortOption = None,
+    triton_port: TritonPortOption = None,
+    web_port: WebPortOption = None,
     as_json: JsonFlag = False,
 ):
     """Each server's health, PID and URL."""
     from cartridge.stack import status
 
-    _print_stack(status(_stack_config(home, s3_port, mlflow_port)), as_json)
+    _print_stack(status(_stack_config(home, s3_port, mlflow_port, triton_port, web_port)), as_json)
 
 
 @stack_app.command("env")
 @_friendly_errors
 def stack_env(
-    home: HomeOption = None, s3_port: S3PortOption = None, mlflow_port: MlflowPortOption = None
+    home: HomeOption = None,
+    s3_port: S3PortOption = None,
+    mlflow_port: MlflowPortOption = None,
+    triton_port: TritonPortOption = None,
+    web_port: WebPortOption = None,
 ):
-    """Shell exports that point MLflow and S3 clients at the local stack."""
+    """Shell exports that point MLflow, S3 and Triton clients at the local stack."""
     import shlex
 
     from cartridge.stack import client_environment
 
-    for key, value in client_environment(_stack_config(home, s3_port, mlflow_port)).items():
+    config = _stack_config(home, s3_port, mlflow_port, triton_port, web_port)
+    for key, value in client_environment(config).items():
         typer.echo(f"export {key}={shlex.quote(value)}")
 
 

@@ -4,12 +4,14 @@ Registry conventions for `cartridge-<game>`: alias `challenger` is the newest tr
 version, `champion` the one being served, `previous` the champion before it (the
 rollback target). Promotion publishes the champion's ONNX file into the Triton model
 repository in S3 as version N, N being its registry version, next to the game's
-`config.pbtxt` from `triton_models/`. Every step checks the current state first, so
-a promotion that is retried after a failure finishes the job instead of repeating it.
+`config.pbtxt` from `triton_models/`, then asks Triton (when CARTRIDGE_TRITON_URL names
+one) to load it. Every step checks the current state first, so a promotion that is
+retried after a failure finishes the job instead of repeating it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -24,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from cartridge import storage
 from cartridge.arena.stats import MatchResult
 from cartridge.tracking import CHALLENGER, fetch_onnx, registered_model_name
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -119,6 +123,23 @@ class PromotionResult(BaseModel):
     previous: str | None
     changed: bool
     triton_model: str | None = None
+    triton_error: str | None = None
+
+
+def triton_templates() -> tuple[Path, list[Path]]:
+    """The config folder for the Triton that reads the repository, and any files each
+    version needs beside `model.onnx`.
+
+    CARTRIDGE_TRITON_BACKEND=onnxruntime (the default: the cluster's official image)
+    uses `triton_models/cartridge_<game>/`; `python` (the local stack's server, which has
+    only the python backend) uses `triton_models/local/` and its `model.py`."""
+    root = Path(os.environ.get("CARTRIDGE_TRITON_TEMPLATES", TEMPLATES))
+    backend = os.environ.get("CARTRIDGE_TRITON_BACKEND", "onnxruntime")
+    if backend == "onnxruntime":
+        return root, []
+    if backend == "python":
+        return root / "local", [root / "local" / "model.py"]
+    raise ValueError(f"CARTRIDGE_TRITON_BACKEND must be 'onnxruntime' or 'python', got {backend!r}")
 
 
 def publish_to_triton(
@@ -128,16 +149,31 @@ def publish_to_triton(
     returns the model's folder. Re-publishing the same version rewrites the same objects."""
     repository = repository or triton_repository()
     folder = storage.join(repository, f"cartridge_{game_name}")
-    template = Path(os.environ.get("CARTRIDGE_TRITON_TEMPLATES", TEMPLATES))
-    config = template / f"cartridge_{game_name}" / "config.pbtxt"
-    if not config.is_file():
-        raise FileNotFoundError(f"no Triton config template at {config}")
+    templates, version_files = triton_templates()
+    config = templates / f"cartridge_{game_name}" / "config.pbtxt"
+    for required in (config, *version_files):
+        if not required.is_file():
+            raise FileNotFoundError(f"no Triton template at {required}")
     name = registered_model_name(game_name)
     with tempfile.TemporaryDirectory(prefix="cartridge-publish-") as workdir:
-        onnx_file = fetch_onnx(f"models:/{name}/{version}", Path(workdir))
+        onnx_file = _single_file(fetch_onnx(f"models:/{name}/{version}", Path(workdir)))
+        # The config goes last: a Triton polling the repository sees a complete version.
         _put(onnx_file, storage.join(folder, str(version), "model.onnx"))
+        for extra in version_files:
+            _put(extra, storage.join(folder, str(version), extra.name))
         _put(config, storage.join(folder, "config.pbtxt"))
     return folder
+
+
+def _single_file(onnx_file: Path) -> Path:
+    """The model with its weights inline. MLflow stores ONNX weights as external data
+    beside the graph, but Triton loads `model.onnx` alone from its version folder."""
+    import onnx
+
+    model = onnx.load(str(onnx_file))  # pulls the external data in
+    single = onnx_file.with_name("model-single.onnx")
+    onnx.save_model(model, str(single), save_as_external_data=False)
+    return single
 
 
 def _put(local: Path, destination: str) -> None:
@@ -180,7 +216,18 @@ def promote(
         previous=_alias_version(client, name, PREVIOUS),
         changed=changed,
         triton_model=folder,
+        triton_error=_tell_triton(game_name),
     )
+
+
+def _tell_triton(game_name: str) -> str | None:
+    """Load the new version in Triton; a server that is down is reported, not fatal."""
+    from cartridge.serving.triton import notify_triton
+
+    error = notify_triton(game_name)
+    if error:
+        log.warning("promotion is done but Triton did not reload: %s", error)
+    return error
 
 
 def record_arena(
@@ -234,7 +281,12 @@ def rollback(
         storage.delete_prefix(storage.join(folder, str(demoted)))
     publish_to_triton(client, game_name, previous, repository)
     return PromotionResult(
-        game=game_name, champion=previous, previous=None, changed=True, triton_model=folder
+        game=game_name,
+        champion=previous,
+        previous=None,
+        changed=True,
+        triton_model=folder,
+        triton_error=_tell_triton(game_name),
     )
 
 

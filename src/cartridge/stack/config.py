@@ -16,8 +16,10 @@ class StackConfig(BaseModel):
     """Ports and paths of the local stack. Every server binds to `host` only.
 
     Defaults follow each server's convention (S3 on 9000 as MinIO does, MLflow on
-    5000) and can be overridden with CARTRIDGE_HOME, CARTRIDGE_S3_PORT and
-    CARTRIDGE_MLFLOW_PORT, or the matching command-line options.
+    5000, Triton's HTTP/gRPC/metrics on 8000/8001/8002, the web app on 8080) and can be
+    overridden with CARTRIDGE_HOME, CARTRIDGE_S3_PORT, CARTRIDGE_MLFLOW_PORT,
+    CARTRIDGE_TRITON_PORT (gRPC and metrics take the next two) and CARTRIDGE_WEB_PORT,
+    or the matching command-line options.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -26,6 +28,8 @@ class StackConfig(BaseModel):
     host: str = "127.0.0.1"
     s3_port: int = Field(9000, ge=1024, le=65000)
     mlflow_port: int = Field(5000, ge=1024, le=65535)
+    triton_port: int = Field(8000, ge=1024, le=65533)
+    web_port: int = Field(8080, ge=1024, le=65535)
     bucket: str = "cartridge"
 
     @classmethod
@@ -34,6 +38,8 @@ class StackConfig(BaseModel):
             "home": os.environ.get("CARTRIDGE_HOME"),
             "s3_port": os.environ.get("CARTRIDGE_S3_PORT"),
             "mlflow_port": os.environ.get("CARTRIDGE_MLFLOW_PORT"),
+            "triton_port": os.environ.get("CARTRIDGE_TRITON_PORT"),
+            "web_port": os.environ.get("CARTRIDGE_WEB_PORT"),
         }
         values.update(overrides)
         return cls(**{k: v for k, v in values.items() if v is not None})
@@ -49,6 +55,27 @@ class StackConfig(BaseModel):
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def triton_url(self) -> str:
+        return f"http://{self.host}:{self.triton_port}"
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.host}:{self.triton_port + 1}"
+
+    @property
+    def triton_metrics_url(self) -> str:
+        return f"http://{self.host}:{self.triton_port + 2}/metrics"
+
+    @property
+    def triton_repository(self) -> str:
+        """The model repository as Triton spells an S3 endpoint: s3://host:port/bucket/path."""
+        return f"s3://{self.host}:{self.s3_port}/{self.bucket}/triton"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.host}:{self.web_port}"
 
     @property
     def artifacts_uri(self) -> str:
@@ -76,7 +103,9 @@ def load_or_create_credentials(config: StackConfig) -> Credentials:
 
 
 def client_environment(config: StackConfig) -> dict[str, str]:
-    """What a client needs: the tracking URI, and for direct S3 access the endpoint and keys."""
+    """What a client needs: the tracking URI, for direct S3 access the endpoint and keys,
+    and Triton's endpoints plus the backend its repository is written for (the local
+    server has only the python backend)."""
     credentials = load_or_create_credentials(config)
     return {
         "MLFLOW_TRACKING_URI": config.mlflow_url,
@@ -85,6 +114,9 @@ def client_environment(config: StackConfig) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
         "AWS_DEFAULT_REGION": "us-east-1",
         "CARTRIDGE_BUCKET": config.bucket,
+        "CARTRIDGE_TRITON_URL": config.triton_url,
+        "CARTRIDGE_TRITON_GRPC_URL": config.triton_grpc_url,
+        "CARTRIDGE_TRITON_BACKEND": "python",
     }
 
 

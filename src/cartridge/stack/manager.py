@@ -113,7 +113,7 @@ def _port_free(host: str, port: int) -> bool:
 def _check_ports(spec: ServiceSpec, host: str) -> None:
     for purpose, port in spec.ports.items():
         if not _port_free(host, port):
-            option = "--mlflow-port" if spec.name == "mlflow" else "--s3-port"
+            option = f"--{spec.name}-port"
             raise StackError(
                 f"cannot start {spec.name}: port {port} ({purpose}) on {host} is already in "
                 f"use by {_port_owner(host, port)}; stop it or choose other ports with "
@@ -201,7 +201,29 @@ def up(config: StackConfig, timeout: float = 120.0) -> dict[str, ServiceStatus]:
             raise
         if spec.name == "s3":
             ensure_bucket(config, credentials)
+        if spec.name == "triton":
+            _load_published_models(config)
     return status(config)
+
+
+def _load_published_models(config: StackConfig) -> None:
+    """Explicit model control starts Triton empty: load every champion already published,
+    so a restarted stack serves what it served before. A model that fails to load is
+    reported and left out; the rest of the stack still comes up."""
+    from cartridge.serving.triton import ModelUnavailable, TritonControl, TritonUnavailable
+
+    control = TritonControl(config.triton_url)
+    try:
+        for game_name in control.published_games():
+            try:
+                control.load(game_name)
+                log.info("Triton serves %s", game_name)
+            except (ModelUnavailable, TritonUnavailable) as error:
+                log.warning("Triton could not load %s: %s", game_name, error)
+    except (ModelUnavailable, TritonUnavailable) as error:
+        log.warning("could not list Triton's model repository: %s", error)
+    finally:
+        control.close()
 
 
 def _stop(name: str, record: ServiceRecord, grace: float = 20.0) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import sysconfig
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cartridge.stack.config import Credentials, StackConfig, seaweed_identities
+from cartridge.stack.config import (
+    Credentials,
+    StackConfig,
+    client_environment,
+    seaweed_identities,
+)
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,14 @@ def _keyed_client(config: StackConfig, credentials: Credentials):
 
 
 def ensure_bucket(config: StackConfig, credentials: Credentials) -> None:
+    """The bucket, and a folder marker for Triton's repository: Triton refuses to start
+    on a repository path with no object under it."""
     client = _keyed_client(config, credentials)
     try:
         client.head_bucket(Bucket=config.bucket)
     except ClientError:
         client.create_bucket(Bucket=config.bucket)
+    client.put_object(Bucket=config.bucket, Key="triton/", Body=b"")
 
 
 def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
@@ -188,6 +197,101 @@ def mlflow_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
     )
 
 
+def _pytriton_root() -> Path:
+    try:
+        import pytriton
+    except ImportError as error:
+        raise RuntimeError(
+            "Triton needs the nvidia-pytriton package (`make install` installs it)"
+        ) from error
+    return Path(pytriton.__file__).resolve().parent
+
+
+def _triton_backends(config: StackConfig, root: Path) -> Path:
+    """A copy of the wheel's backends folder whose python stub matches this interpreter:
+    the wheel ships one stub per Python version beside the default one."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise RuntimeError(f"the Triton wheel has no python backend stub for Python {version}")
+    backends = (config.stack_dir / "triton-backends").resolve()
+    target = backends / "python" / "triton_python_backend_stub"
+    if not target.is_file() or target.stat().st_size != stub.stat().st_size:
+        shutil.copytree(root / "tritonserver" / "backends", backends, dirs_exist_ok=True)
+        shutil.copy2(stub, target)
+    return backends
+
+
+def triton_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
+    """The standalone `tritonserver` from the nvidia-pytriton wheel: explicit model
+    control over the S3 repository that promotion writes, python backend only."""
+    root = _pytriton_root()
+    port = config.triton_port
+    host = config.host
+    library_dirs = [
+        str(root.parent / "nvidia_pytriton.libs"),
+        # The stub links libpython; point it at this interpreter's, not whatever is first.
+        str(sysconfig.get_config_var("LIBDIR")),
+        os.environ.get("LD_LIBRARY_PATH", ""),
+    ]
+    return ServiceSpec(
+        name="triton",
+        url=config.triton_url,
+        command=[
+            str(root / "tritonserver" / "bin" / "tritonserver"),
+            f"--model-repository={config.triton_repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={_triton_backends(config, root)}",
+            f"--http-address={host}",
+            f"--http-port={port}",
+            f"--grpc-address={host}",
+            f"--grpc-port={port + 1}",
+            f"--metrics-address={host}",
+            f"--metrics-port={port + 2}",
+            "--allow-cpu-metrics=true",
+            "--log-verbose=0",
+        ],
+        ports={"triton http": port, "triton grpc": port + 1, "triton metrics": port + 2},
+        healthy=lambda: http_ok(f"{config.triton_url}/v2/health/ready"),
+        env={
+            "AWS_ACCESS_KEY_ID": credentials.access_key,
+            "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LD_LIBRARY_PATH": ":".join(d for d in library_dirs if d),
+            # The python backend runs model.py with the interpreter found on PATH:
+            # this one, whose environment has onnxruntime and numpy.
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        },
+    )
+
+
+def web_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
+    """The web API and browser UI (`cartridge serve`), talking to this stack's servers."""
+    return ServiceSpec(
+        name="web",
+        url=config.web_url,
+        command=[
+            sys.executable,
+            "-m",
+            "cartridge",
+            "serve",
+            "--host",
+            config.host,
+            "--port",
+            str(config.web_port),
+        ],
+        ports={"web": config.web_port},
+        healthy=lambda: http_ok(f"{config.web_url}/healthz"),
+        env=client_environment(config),
+    )
+
+
 def stack_services(config: StackConfig, credentials: Credentials) -> list[ServiceSpec]:
-    """In start order: MLflow writes artifacts into the store."""
-    return [object_store(config, credentials), mlflow_server(config, credentials)]
+    """In start order: MLflow writes artifacts into the store, Triton reads its
+    repository from the store, the web app talks to Triton and MLflow."""
+    return [
+        object_store(config, credentials),
+        mlflow_server(config, credentials),
+        triton_server(config, credentials),
+        web_server(config, credentials),
+    ]

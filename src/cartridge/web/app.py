@@ -1,0 +1,420 @@
+"""The web API and browser UI: a thin FastAPI shell over `cartridge.serving`.
+
+Every bot move is a search whose network calls go to Triton. Requests are stateless,
+so replicas behind a load balancer need no shared session. Failures of the servers
+behind the app become JSON answers with a reason: Triton down is a 503 with
+Retry-After, a game without a champion is a 409, bad input is a 4xx.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cartridge.games import GAME_NAMES, load
+from cartridge.serving import bot
+from cartridge.serving.triton import ModelUnavailable, TritonControl, TritonUnavailable
+from cartridge.web.metrics import WebMetrics
+
+STATIC = Path(__file__).resolve().parent / "static"
+GameName = Literal["tictactoe", "connect4", "othello"]
+Action = Annotated[StrictInt, Field(ge=0, le=255)]
+
+
+class WebSettings(BaseModel):
+    """Where the app finds Triton and MLflow; `from_env` reads what `cartridge stack env`
+    exports (CARTRIDGE_TRITON_URL, CARTRIDGE_TRITON_GRPC_URL, MLFLOW_TRACKING_URI)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    triton_url: str = "http://127.0.0.1:8000"
+    triton_grpc_url: str | None = "127.0.0.1:8001"
+    triton_timeout: float = Field(5.0, gt=0)
+    tracking_uri: str | None = None
+    max_body_bytes: int = Field(16 * 1024, ge=256)
+    retry_after_seconds: int = Field(5, ge=1)
+    stats_cache_seconds: float = Field(10.0, ge=0)
+
+    @classmethod
+    def from_env(cls, **overrides) -> WebSettings:
+        values = {
+            "triton_url": os.environ.get("CARTRIDGE_TRITON_URL"),
+            "triton_grpc_url": os.environ.get("CARTRIDGE_TRITON_GRPC_URL"),
+            "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI"),
+        }
+        values.update(overrides)
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+class StateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    game: GameName
+    moves: list[Action] = Field(default_factory=list, max_length=128)
+
+
+class MoveRequest(StateRequest):
+    level: Annotated[StrictInt, Field(ge=1, le=bot.MAX_LEVEL)] = bot.DEFAULT_LEVEL
+
+
+class PositionView(BaseModel):
+    moves: list[int]
+    board: list[list[int]]
+    to_play: int
+    legal_actions: list[int]
+    over: bool
+    winner: int | None
+    result: Literal["ongoing", "draw", "first_player_won", "second_player_won"]
+
+
+class MoveReply(BaseModel):
+    bot_move: int | None
+    policy: list[float]
+    value: float
+    model_version: str | None
+    position: PositionView
+
+
+class ServiceUnavailable(Exception):
+    """A server behind the app (Triton, MLflow) does not answer."""
+
+
+class NoChampion(Exception):
+    """The game has no model to serve yet."""
+
+
+def _position_view(position: bot.Position) -> PositionView:
+    return PositionView(
+        moves=position.moves,
+        board=position.board,
+        to_play=position.to_play,
+        legal_actions=position.legal_actions,
+        over=position.over,
+        winner=position.winner,
+        result=position.result,
+    )
+
+
+def _error_text(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        if item.get("type") == "json_invalid":
+            parts.append(f"request body is not valid JSON ({item.get('ctx', {}).get('error')})")
+            continue
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    return "; ".join(parts)
+
+
+class BodyLimit:
+    """Answer 413 for bodies over `limit` bytes, whether or not Content-Length is sent,
+    before anything parses them. A streamed body that grows too large is answered at
+    once and the app sees a disconnect, whose own reply is dropped."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(scope, receive, send)
+        seen = 0
+        rejected = False
+
+        async def counted():
+            nonlocal seen, rejected
+            message = await receive()
+            if message["type"] == "http.request" and not rejected:
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    rejected = True
+                    await self._reject(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_rejected(message):
+            if not rejected:
+                await send(message)
+
+        await self.app(scope, counted, unless_rejected)
+
+    async def _reject(self, scope, receive, send):
+        response = JSONResponse(
+            {"detail": f"request body is larger than {self.limit} bytes"}, status_code=413
+        )
+        await response(scope, receive, send)
+
+
+def create_app(settings: WebSettings | None = None) -> FastAPI:
+    settings = settings or WebSettings.from_env()
+    # MLflow's client retries for minutes by default; the page needs an answer now.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    metrics = WebMetrics()
+    app = FastAPI(
+        title="Cartridge",
+        summary="Play the AlphaZero champions served by Triton; inspect their lineage.",
+        version=_version(),
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.control = TritonControl(settings.triton_url, timeout=settings.triton_timeout)
+    evaluators: dict[str, object] = {}
+    evaluators_lock = threading.Lock()
+    stats_cache: dict[str, tuple[float, dict]] = {}
+
+    def evaluator_for(game_name: str):
+        from cartridge.evaluators.triton_model import TritonEvaluator
+
+        with evaluators_lock:
+            if game_name not in evaluators:
+                grpc = settings.triton_grpc_url
+
+                def observe(seconds: float, batch: int) -> None:
+                    metrics.triton_latency.labels(game_name).observe(seconds)
+                    metrics.positions.labels(game_name).inc(batch)
+
+                evaluators[game_name] = TritonEvaluator(
+                    load(game_name),
+                    grpc or settings.triton_url,
+                    protocol="grpc" if grpc else "http",
+                    timeout=settings.triton_timeout,
+                    on_call=observe,
+                )
+            return evaluators[game_name]
+
+    def mlflow_client():
+        from mlflow.tracking import MlflowClient
+
+        if not settings.tracking_uri:
+            raise ServiceUnavailable("no MLflow is configured (set MLFLOW_TRACKING_URI)")
+        return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+    def ask_mlflow(function, *args):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return function(mlflow_client(), *args)
+        except MlflowException as error:
+            if "RESOURCE_DOES_NOT_EXIST" in str(error.error_code):
+                raise
+            raise ServiceUnavailable(f"MLflow is not reachable: {error.message}") from error
+        except OSError as error:
+            raise ServiceUnavailable(f"MLflow is not reachable: {error}") from error
+
+    @app.middleware("http")
+    async def record(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        label = getattr(route, "path", "unmatched")
+        metrics.requests.labels(label, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        metrics.errors.labels("bad_request").inc()
+        return JSONResponse(
+            {"detail": _error_text(error), "errors": _plain(error.errors())}, status_code=422
+        )
+
+    @app.exception_handler(bot.IllegalMoves)
+    async def illegal(request: Request, error: bot.IllegalMoves):
+        metrics.errors.labels("bad_request").inc()
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(request: Request, error: ServiceUnavailable):
+        metrics.errors.labels("triton_unavailable" if "Triton" in str(error) else "mlflow").inc()
+        return JSONResponse(
+            {"detail": str(error)},
+            status_code=503,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+
+    @app.exception_handler(NoChampion)
+    async def no_champion(request: Request, error: NoChampion):
+        metrics.errors.labels("no_champion").inc()
+        return JSONResponse({"detail": str(error)}, status_code=409)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        return JSONResponse(
+            {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception):
+        metrics.errors.labels("internal").inc()
+        return JSONResponse(
+            {"detail": f"internal error: {type(error).__name__}: {error}"}, status_code=500
+        )
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict:
+        """The process answers (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz() -> JSONResponse:
+        """Triton and MLflow answer (readiness): 200, else 503 naming what is down."""
+        triton = app.state.control.ready()
+        mlflow_ok = _mlflow_healthy(settings.tracking_uri)
+        body = {"triton": triton, "mlflow": mlflow_ok}
+        if triton and mlflow_ok:
+            return JSONResponse({"status": "ready", **body})
+        down = [name for name, ok in body.items() if not ok]
+        return JSONResponse(
+            {"status": "not ready", "detail": f"not reachable: {', '.join(down)}", **body},
+            status_code=503,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/games", tags=["games"])
+    def games() -> dict:
+        """Every game: board size, actions, players and rules."""
+        return {"games": [bot.game_info(load(name)) for name in GAME_NAMES]}
+
+    @app.get("/api/games/{game}", tags=["games"])
+    def game(game: str) -> dict:
+        """One game's board size, action numbering, players and rules."""
+        if game not in GAME_NAMES:
+            raise StarletteHTTPException(
+                404, f"unknown game {game!r}; choose one of {', '.join(GAME_NAMES)}"
+            )
+        return bot.game_info(load(game))
+
+    @app.post("/api/state", tags=["play"])
+    def state(request: StateRequest) -> PositionView:
+        """Replay and validate the moves; the board, legal actions and result after them."""
+        return _position_view(bot.position(request.game, request.moves))
+
+    @app.post("/api/move", tags=["play"])
+    def move(request: MoveRequest) -> MoveReply:
+        """The champion's reply to the position after `moves`: a search of `level`
+        simulations whose network calls go to Triton."""
+        evaluator = evaluator_for(request.game)
+        for attempt in (1, 2):
+            try:
+                reply = bot.reply(request.game, request.moves, request.level, evaluator)
+                break
+            except TritonUnavailable as error:
+                raise ServiceUnavailable(f"Triton is not reachable: {error}") from error
+            except ModelUnavailable as error:
+                if attempt == 2:
+                    raise NoChampion(_no_champion_text(request.game)) from error
+                _load_model(app.state.control, request.game)
+        return MoveReply(
+            bot_move=reply.bot_move,
+            policy=reply.policy,
+            value=reply.value,
+            model_version=evaluator.last_version,
+            position=_position_view(reply.position),
+        )
+
+    @app.get("/api/model/{game}", tags=["model"])
+    def model(game: GameName) -> dict:
+        """The champion's lineage: registry version, promotion time, arena results, the
+        MLflow run and parameters, and the version Triton serves. `champion` is null
+        while the game has none."""
+        from cartridge.serving.lineage import champion_lineage
+
+        ui = _ui_url(settings.tracking_uri)
+        lineage = ask_mlflow(champion_lineage, game, ui)
+        if lineage is not None:
+            lineage["triton"] = _triton_state(app.state.control, game)
+        return {"game": game, "champion": lineage}
+
+    @app.get("/api/stats/{game}", tags=["model"])
+    def stats(game: GameName) -> dict:
+        """Training curves (losses by cumulative step) and arena results by version."""
+        from cartridge.serving.lineage import training_stats
+
+        cached = stats_cache.get(game)
+        if cached and time.monotonic() - cached[0] < settings.stats_cache_seconds:
+            return cached[1]
+        result = ask_mlflow(training_stats, game)
+        stats_cache[game] = (time.monotonic(), result)
+        return result
+
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _load_model(control: TritonControl, game_name: str) -> None:
+    """Load a published model Triton is not serving yet (a server started before the
+    first promotion, or one whose load was missed); NoChampion if none is published,
+    ServiceUnavailable (with Triton's reason) if one is but fails to load."""
+    try:
+        control.load(game_name)
+    except TritonUnavailable as error:
+        raise ServiceUnavailable(f"Triton is not reachable: {error}") from error
+    except ModelUnavailable as error:
+        try:
+            published = control.model_state(game_name).version is not None
+        except (TritonUnavailable, ModelUnavailable):
+            published = False
+        if not published:
+            raise NoChampion(_no_champion_text(game_name)) from error
+        raise ServiceUnavailable(f"Triton could not load the champion: {error}") from error
+
+
+def _no_champion_text(game_name: str) -> str:
+    return (
+        f"{game_name} has no champion yet: train one with `cartridge pipeline run --local "
+        f"--game {game_name}`"
+    )
+
+
+def _triton_state(control: TritonControl, game_name: str) -> dict:
+    try:
+        state = control.model_state(game_name)
+        return {"model": state.model, "version": state.version, "state": state.state}
+    except (TritonUnavailable, ModelUnavailable) as error:
+        from cartridge.serving.triton import model_name
+
+        return {"model": model_name(game_name), "version": None, "state": None, "error": str(error)}
+
+
+def _mlflow_healthy(tracking_uri: str | None) -> bool:
+    if not tracking_uri or not tracking_uri.startswith("http"):
+        return bool(tracking_uri)
+    from cartridge.stack.services import http_ok
+
+    return http_ok(f"{tracking_uri.rstrip('/')}/health", timeout=2.0)
+
+
+def _ui_url(tracking_uri: str | None) -> str:
+    return (tracking_uri or "").rstrip("/") if (tracking_uri or "").startswith("http") else ""
+
+
+def _plain(errors: list[dict]) -> list[dict]:
+    """Validation errors without the raw input objects, which need not be JSON."""
+    return [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
+
+
+def _version() -> str:
+    import cartridge
+
+    return cartridge.__version__

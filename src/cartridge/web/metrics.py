@@ -1,0 +1,47 @@
+"""Prometheus metrics of the web app, in a registry of its own so several apps (tests,
+workers) never collide in the global one."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+TRITON_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+
+class WebMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cartridge_http_requests",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cartridge_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.triton_latency = Histogram(
+            "cartridge_triton_request_duration_seconds",
+            "Round trip of one inference call to Triton, by game.",
+            ["game"],
+            buckets=TRITON_BUCKETS,
+            registry=self.registry,
+        )
+        self.positions = Counter(
+            "cartridge_triton_positions",
+            "Positions evaluated through Triton, by game.",
+            ["game"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "cartridge_errors",
+            "Requests that failed, by kind (bad_request, triton_unavailable, no_champion, "
+            "internal).",
+            ["kind"],
+            registry=self.registry,
+        )

@@ -1,0 +1,145 @@
+"""Triton serving: the evaluator against the session's real Triton, the bot's replay rules,
+and self-play whose network runs in Triton."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cartridge.cli import app
+from cartridge.evaluators import make_evaluator
+from cartridge.evaluators.onnx_model import OnnxEvaluator
+from cartridge.evaluators.triton_model import TritonEvaluator
+from cartridge.games import load
+from cartridge.serving import bot
+from cartridge.serving.triton import ModelUnavailable, TritonControl, TritonUnavailable
+
+
+def _positions(game, count, seed=0):
+    """Planes of positions reached by random play."""
+    rng = np.random.default_rng(seed)
+    planes = []
+    for _ in range(count):
+        state = game.new_initial_state()
+        for _ in range(rng.integers(0, 8)):
+            if state.is_terminal():
+                break
+            state = state.apply(int(rng.choice(state.legal_actions())))
+        planes.append(state.planes())
+    return np.stack(planes)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_evaluator_matches_onnxruntime(served_champions, local_stack, onnx_models, protocol):
+    game = load("connect4")
+    url = local_stack.triton_grpc_url if protocol == "grpc" else local_stack.triton_url
+    calls = []
+    remote = TritonEvaluator(game, url, protocol=protocol, on_call=lambda s, n: calls.append(n))
+    planes = _positions(game, 37)
+    logits, values = remote.evaluate(planes)
+    expected_logits, expected_values = OnnxEvaluator(game, onnx_models["connect4"][0]).evaluate(
+        planes
+    )
+    np.testing.assert_allclose(logits, expected_logits, atol=1e-5)
+    np.testing.assert_allclose(values, expected_values, atol=1e-5)
+    assert values.shape == (37,) and logits.flags.writeable
+    assert remote.last_version == served_champions["connect4"] and calls == [37]
+    with pytest.raises(ValueError, match="expected planes"):
+        remote.evaluate(np.zeros((2, 2, 3, 3), np.float32))
+    remote.close()
+
+
+def test_triton_errors_are_classified(served_champions, local_stack):
+    with pytest.raises(ModelUnavailable, match="does not serve"):
+        TritonEvaluator(load("connect4"), local_stack.triton_grpc_url, model="nope").evaluate(
+            _positions(load("connect4"), 1)
+        )
+    for protocol in ("grpc", "http"):
+        nobody = TritonEvaluator(load("connect4"), "127.0.0.1:9", protocol=protocol, timeout=2)
+        with pytest.raises(TritonUnavailable, match="127.0.0.1:9"):
+            nobody.evaluate(_positions(load("connect4"), 1))
+    with pytest.raises(TritonUnavailable):
+        TritonControl("http://127.0.0.1:9", timeout=1).load("connect4")
+    assert not TritonControl("http://127.0.0.1:9", timeout=1).ready()
+    with pytest.raises(ValueError, match="protocol"):
+        TritonEvaluator(load("connect4"), "127.0.0.1:9", protocol="smtp")
+
+
+def test_make_evaluator_triton_specs(monkeypatch, local_stack):
+    game = load("tictactoe")
+    monkeypatch.delenv("CARTRIDGE_TRITON_GRPC_URL", raising=False)
+    with pytest.raises(ValueError, match="CARTRIDGE_TRITON_GRPC_URL"):
+        make_evaluator("triton", game)
+    monkeypatch.setenv("CARTRIDGE_TRITON_GRPC_URL", local_stack.triton_grpc_url)
+    assert make_evaluator("triton", game).protocol == "grpc"
+    http = make_evaluator(f"triton:{local_stack.triton_url}", game)
+    assert (http.protocol, http.url) == ("http", local_stack.triton_url.removeprefix("http://"))
+    for bad in ("triton:ftp://x:1", "triton:grpc://nohost", "tritonish"):
+        with pytest.raises(ValueError):
+            make_evaluator(bad, game)
+
+
+def test_selfplay_can_evaluate_through_triton(served_champions, stack_env, tmp_path):
+    out = tmp_path / "shard"
+    result = CliRunner().invoke(
+        app,
+        [
+            "selfplay",
+            "--game",
+            "connect4",
+            "--games",
+            "4",
+            "--sims",
+            "16",
+            "--out",
+            str(out),
+            "--evaluator",
+            "triton",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["games"] == 4 and metadata["model"] == "triton"
+
+
+def test_replay_rejects_bad_games():
+    game = load("tictactoe")
+    with pytest.raises(bot.IllegalMoves, match=r"move 2 \(4\) is illegal"):
+        bot.replay(game, [4, 4])
+    with pytest.raises(bot.IllegalMoves, match="after the end"):
+        bot.replay(game, [0, 3, 1, 4, 2, 5])
+    with pytest.raises(bot.IllegalMoves, match="longer than any"):
+        bot.replay(game, list(range(10)))
+    with pytest.raises(bot.IllegalMoves, match="illegal"):
+        bot.replay(load("connect4"), [7])
+
+
+def test_positions_are_described_from_the_top_row():
+    connect4 = bot.position("connect4", [3, 3, 4])
+    assert connect4.board[5][3:5] == [1, 1] and connect4.board[4][3] == 2
+    assert connect4.to_play == 1 and connect4.legal_actions == list(range(7))
+    won = bot.position("tictactoe", [0, 3, 1, 4, 2])
+    assert (won.over, won.winner, won.result, won.legal_actions) == (
+        True,
+        0,
+        "first_player_won",
+        [],
+    )
+    draw = bot.position("tictactoe", [0, 1, 2, 4, 3, 5, 7, 6, 8])
+    assert (draw.over, draw.winner, draw.result) == (True, None, "draw")
+    othello = bot.game_info(load("othello"))
+    assert othello["pass_action"] == 64 and othello["players"] == ["Black", "White"]
+
+
+def test_reply_plays_a_legal_move_and_leaves_finished_games_alone(onnx_models):
+    evaluator = OnnxEvaluator(load("tictactoe"), onnx_models["tictactoe"][0])
+    reply = bot.reply("tictactoe", [4], 50, evaluator)
+    assert reply.bot_move in range(9) and reply.bot_move != 4
+    assert abs(sum(reply.policy) - 1) < 1e-5 and reply.policy[4] == 0
+    assert reply.position.moves == [4, reply.bot_move] and -1 <= reply.value <= 1
+    finished = bot.reply("tictactoe", [0, 3, 1, 4, 2], 50, evaluator)
+    assert finished.bot_move is None and finished.position.over
+    with pytest.raises(ValueError, match="level"):
+        bot.reply("tictactoe", [], 0, evaluator)

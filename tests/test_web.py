@@ -1,0 +1,182 @@
+"""The web API, served by the session stack's real web app in front of its real Triton
+and MLflow."""
+
+import time
+
+import pytest
+import requests
+from conftest import fresh_served_model
+from mlflow.entities import Metric
+
+from cartridge.arena.stats import summarize
+from cartridge.promotion import record_arena
+from cartridge.stack import up
+from cartridge.stack.manager import _load_state, _stop
+from cartridge.tracking import ensure_experiment, use_tracking
+
+
+@pytest.fixture(scope="module")
+def web(local_stack, served_champions):
+    return local_stack.web_url
+
+
+def move(web, body, **kwargs):
+    return requests.post(f"{web}/api/move", json=body, timeout=30, **kwargs)
+
+
+def test_health_readiness_and_docs(web):
+    assert requests.get(f"{web}/healthz", timeout=5).json() == {"status": "ok"}
+    ready = requests.get(f"{web}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["triton"] and ready.json()["mlflow"]
+    assert requests.get(f"{web}/docs", timeout=5).status_code == 200
+    paths = requests.get(f"{web}/openapi.json", timeout=5).json()["paths"]
+    assert {"/api/move", "/api/state", "/api/model/{game}", "/api/stats/{game}"} <= set(paths)
+    page = requests.get(f"{web}/", timeout=5)
+    assert page.status_code == 200 and "Cartridge" in page.text
+
+
+def test_games_describe_boards_and_actions(web):
+    games = requests.get(f"{web}/api/games", timeout=5).json()["games"]
+    assert [g["name"] for g in games] == ["tictactoe", "connect4", "othello"]
+    connect4 = requests.get(f"{web}/api/games/connect4", timeout=5).json()
+    assert (connect4["rows"], connect4["cols"], connect4["num_actions"]) == (6, 7, 7)
+    assert connect4["drop_columns"] and connect4["default_level"] in connect4["levels"]
+    unknown = requests.get(f"{web}/api/games/chess", timeout=5)
+    assert unknown.status_code == 404 and "chess" in unknown.json()["detail"]
+
+
+def test_move_replies_with_the_served_champion(web, served_champions):
+    reply = move(web, {"game": "connect4", "moves": [3, 3], "level": 64})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["bot_move"] in range(7) and body["model_version"] == served_champions["connect4"]
+    assert abs(sum(body["policy"]) - 1) < 1e-5 and len(body["policy"]) == 7
+    assert body["position"]["moves"] == [3, 3, body["bot_move"]]
+    assert body["position"]["to_play"] == 1 and not body["position"]["over"]
+    state = requests.post(
+        f"{web}/api/state", json={"game": "connect4", "moves": body["position"]["moves"]}, timeout=5
+    ).json()
+    assert state["board"] == body["position"]["board"]
+    finished = move(web, {"game": "tictactoe", "moves": [0, 3, 1, 4, 2]}).json()
+    assert finished["bot_move"] is None and finished["position"]["result"] == "first_player_won"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        ({"game": "tictactoe", "moves": [4, 4]}, 400, "move 2 (4) is illegal"),
+        ({"game": "tictactoe", "moves": [0, 3, 1, 4, 2, 5]}, 400, "after the end"),
+        ({"game": "connect4", "moves": [3] * 7}, 400, "illegal"),
+        ({"game": "chess", "moves": []}, 422, "game: Input should be"),
+        ({"game": "tictactoe", "moves": ["a"]}, 422, "moves.0"),
+        ({"game": "tictactoe", "moves": [1.5]}, 422, "moves.0"),
+        ({"game": "tictactoe", "moves": [-1]}, 422, "greater than or equal to 0"),
+        ({"game": "tictactoe", "moves": [0] * 200}, 422, "at most 128"),
+        ({"game": "tictactoe", "moves": [], "level": 0}, 422, "level"),
+        ({"game": "tictactoe", "moves": [], "level": 10**6}, 422, "level"),
+        ({"game": "tictactoe", "moves": [], "colour": "red"}, 422, "colour"),
+        ({"moves": []}, 422, "game: Field required"),
+        ([1, 2], 422, "valid dictionary"),
+    ],
+)
+def test_bad_moves_get_4xx_with_a_reason(web, body, status, reason):
+    reply = move(web, body)
+    assert reply.status_code == status, reply.text
+    assert reason in reply.json()["detail"]
+
+
+def test_malformed_and_oversized_bodies(web):
+    broken = requests.post(
+        f"{web}/api/move",
+        data='{"game": "tictactoe",',
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert broken.status_code == 422 and "not valid JSON" in broken.json()["detail"]
+    padding = " " * 20_000
+    large = requests.post(
+        f"{web}/api/move",
+        data='{"game": "tictactoe", "moves": []' + padding + "}",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert large.status_code == 413 and "larger than" in large.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit must still hold
+        yield b'{"game": "tictactoe", "moves": []'
+        for _ in range(40):
+            yield b" " * 1000
+        yield b"}"
+
+    streamed = requests.post(
+        f"{web}/api/move", data=chunks(), headers={"Content-Type": "application/json"}, timeout=5
+    )
+    assert streamed.status_code == 413
+
+
+def test_a_game_without_champion_is_reported_as_such(web, stack_env):
+    fresh_served_model(use_tracking(stack_env.mlflow_url), stack_env, "othello")
+    reply = move(web, {"game": "othello", "moves": []})
+    assert reply.status_code == 409 and "no champion yet" in reply.json()["detail"]
+    lineage = requests.get(f"{web}/api/model/othello", timeout=10)
+    assert lineage.status_code == 200 and lineage.json() == {"game": "othello", "champion": None}
+
+
+def test_lineage_and_stats_come_from_mlflow(web, local_stack, served_champions):
+    client = use_tracking(local_stack.mlflow_url)
+    version = served_champions["tictactoe"]
+    match = summarize("challenger", "random", "tictactoe", 18, 2, 0)
+    record_arena(client, "tictactoe", version, match, None)
+    run = client.create_run(ensure_experiment(client, "tictactoe"), tags={"game": "tictactoe"})
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric("loss", 2.0 - step / 10, now, step) for step in range(1, 6)],
+    )
+    client.set_terminated(run.info.run_id)
+
+    lineage = requests.get(f"{web}/api/model/tictactoe", timeout=10).json()["champion"]
+    assert lineage["version"] == version and lineage["promoted_at"]
+    assert lineage["arena"]["wins"] == 18 and lineage["arena"]["opponent"] == "random"
+    assert lineage["run_url"].startswith(local_stack.mlflow_url)
+    assert lineage["triton"] == {
+        "model": "cartridge_tictactoe",
+        "version": version,
+        "state": "READY",
+    }
+    stats = requests.get(f"{web}/api/stats/tictactoe", timeout=10).json()
+    losses = [value for _, value in stats["training"]["loss"]]
+    assert losses[-5:] == pytest.approx([1.9, 1.8, 1.7, 1.6, 1.5])
+    steps = [step for step, _ in stats["training"]["loss"]]
+    assert steps == sorted(steps)
+    assert any(a["version"] == version and a["champion"] for a in stats["arena"])
+    assert requests.get(f"{web}/api/stats/go", timeout=5).status_code == 422
+
+
+def test_metrics_count_requests_and_triton_calls(web):
+    move(web, {"game": "tictactoe", "moves": [4], "level": 16})
+    text = requests.get(f"{web}/metrics", timeout=5).text
+    assert 'cartridge_http_requests_total{method="POST",route="/api/move",status="200"}' in text
+    assert 'cartridge_triton_request_duration_seconds_count{game="tictactoe"}' in text
+    assert 'cartridge_errors_total{kind="bad_request"}' in text
+
+
+def test_triton_stopped_mid_game_gives_503_then_the_game_goes_on(web, local_stack):
+    first = move(web, {"game": "tictactoe", "moves": [4], "level": 32})
+    assert first.status_code == 200
+    moves = first.json()["position"]["moves"]
+    moves.append(next(a for a in first.json()["position"]["legal_actions"]))
+    _stop("triton", _load_state(local_stack)["triton"])
+    try:
+        started = time.monotonic()
+        down = move(web, {"game": "tictactoe", "moves": moves, "level": 32})
+        assert time.monotonic() - started < 10
+        assert down.status_code == 503 and "Triton is not reachable" in down.json()["detail"]
+        assert down.headers["Retry-After"] == "5"
+        not_ready = requests.get(f"{web}/readyz", timeout=10)
+        assert not_ready.status_code == 503 and not not_ready.json()["triton"]
+    finally:
+        up(local_stack)  # restarts Triton, which loads the published champions again
+    again = move(web, {"game": "tictactoe", "moves": moves, "level": 32})
+    assert again.status_code == 200, again.text
+    assert again.json()["position"]["moves"][: len(moves)] == moves
