@@ -161,6 +161,26 @@ def triton_counts(metrics_url, model):
     return value("nv_inference_count"), value("nv_inference_exec_count")
 
 
+def cpu_seconds(config):
+    """CPU seconds used so far by the web app, Triton, and Triton's python-backend stubs."""
+    import psutil
+
+    from cartridge.stack.manager import _load_state
+
+    state = _load_state(config)
+    used = {}
+    for name in ("web", "triton"):
+        process = psutil.Process(state[name].pid)
+        times = process.cpu_times()
+        used[name] = times.user + times.system
+        if name == "triton":
+            stubs = process.children(recursive=True)
+            used["triton_python_stubs"] = sum(
+                c.cpu_times().user + c.cpu_times().system for c in stubs
+            )
+    return used
+
+
 WRK_SCRIPT = """
 local bodies = {%s}
 local counter = 0
@@ -190,6 +210,7 @@ def api_move_load(config, game, clients, seconds, level):
     )
     model = f"cartridge_{GAME}"
     before = triton_counts(config.triton_metrics_url, model)
+    cpu_before = cpu_seconds(config)
     output = subprocess.run(
         [
             wrk,
@@ -208,6 +229,7 @@ def api_move_load(config, game, clients, seconds, level):
         text=True,
     ).stdout
     after = triton_counts(config.triton_metrics_url, model)
+    cpu_after = cpu_seconds(config)
     positions = after[0] - before[0]
     executions = max(after[1] - before[1], 1)
 
@@ -227,6 +249,7 @@ def api_move_load(config, game, clients, seconds, level):
         "non_2xx": int(errors.group(1)) if errors else 0,
         "triton_positions_per_sec": round(positions / seconds),
         "triton_mean_batch": round(positions / executions, 1),
+        "cores_used": {k: round((cpu_after[k] - cpu_before[k]) / seconds, 2) for k in cpu_after},
         "wrk_output": output,
     }
 

@@ -18,7 +18,7 @@ from cartridge.mcts import BatchedMCTS, SearchConfig
 
 # Leaves gathered per evaluator call: fewer round trips to Triton per move, at a
 # small cost in search quality from virtual loss.
-LEAVES_PER_CALL = 8
+LEAVES_PER_CALL = 16
 LEVELS = (25, 100, 200, 400, 800)
 DEFAULT_LEVEL = 200
 MAX_LEVEL = 1600
