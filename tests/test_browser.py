@@ -59,10 +59,18 @@ def page(browser, local_stack, served_champions):
 
 def _wait_for_turn(page):
     """Until the human may move again or the game is over."""
-    page.wait_for_function(
-        """() => document.querySelector('#result').textContent.trim() !== ''
-            || document.querySelector('#board [data-action]:not([disabled])') !== null"""
-    )
+    try:
+        page.wait_for_function(
+            """() => document.querySelector('#result').textContent.trim() !== ''
+                || document.querySelector('#board [data-action]:not([disabled])') !== null"""
+        )
+    except PlaywrightTimeout:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-stuck.png"), full_page=True)
+        raise AssertionError(
+            f"the page never handed the turn back: status {page.inner_text('#status')!r}, "
+            f"banner {page.inner_text('#banner')!r}, lineage {page.inner_text('#lineage')!r}"
+        ) from None
 
 
 def test_play_a_whole_tictactoe_game_by_clicking(page):

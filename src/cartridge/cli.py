@@ -338,12 +338,17 @@ def demo(
         f"\nchampion: cartridge-tictactoe version {result.champion} ({verdict}) after "
         f"{result.runs} pipeline run(s), {result.seconds / 60:.1f} minutes"
     )
+    typer.echo(f"Play it in the browser: {stack.web_url}  (API docs: {stack.web_url}/docs)")
     typer.echo(f"MLflow (runs, metrics, registry): {stack.mlflow_url}")
-    typer.echo(f"Triton repository: s3://{stack.bucket}/triton/cartridge_tictactoe/")
     typer.echo(
-        "Play it: .venv/bin/cartridge play --game tictactoe "
+        f"Triton: {stack.triton_url} serving cartridge_tictactoe from "
+        f"s3://{stack.bucket}/triton/cartridge_tictactoe/ (metrics {stack.triton_metrics_url})"
+    )
+    typer.echo(
+        "Or in the terminal: .venv/bin/cartridge play --game tictactoe "
         "--against models:/cartridge-tictactoe@champion"
     )
+    typer.echo("Stop the stack: .venv/bin/cartridge stack down")
     if not result.perfect:
         raise typer.Exit(1)
 
