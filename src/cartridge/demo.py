@@ -190,6 +190,12 @@ def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
         if time.monotonic() - began > settings.budget_seconds:
             console.print("time budget spent")
             break
+    if champion is not None:
+        # Idempotent: makes sure the champion in Triton's repository is in the format of
+        # this server and loaded, also for a state directory made by an older version.
+        from cartridge.promotion import promote
+
+        promote(client, settings.game, champion)
     return DemoResult(
         champion=champion,
         perfect=losses == 0,

@@ -29,7 +29,7 @@ def _arena(tags: dict[str, str]) -> dict | None:
         "losses": int(tags.get("arena_losses", 0)),
         "score": float(tags["arena_score"]),
         "ci95": [float(low), float(high)] if high else None,
-        "elo": float(tags["arena_elo"]) if "arena_elo" in tags else None,
+        "elo": float(tags["arena_elo"]) + 0.0 if "arena_elo" in tags else None,  # no -0
         "solver_optimal_fraction": float(solver) if solver else None,
         "gate": tags.get("gate"),
     }
