@@ -177,6 +177,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     stats_cache: dict[str, tuple[float, dict]] = {}
 
     def evaluator_for(game_name: str):
+        """One Triton evaluator per game behind a batcher: the searches of concurrent
+        requests share calls (see `BatchingEvaluator`)."""
+        from cartridge.evaluators.batching import BatchingEvaluator
         from cartridge.evaluators.triton_model import TritonEvaluator
 
         with evaluators_lock:
@@ -187,12 +190,14 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
                     metrics.triton_latency.labels(game_name).observe(seconds)
                     metrics.positions.labels(game_name).inc(batch)
 
-                evaluators[game_name] = TritonEvaluator(
-                    load(game_name),
-                    grpc or settings.triton_url,
-                    protocol="grpc" if grpc else "http",
-                    timeout=settings.triton_timeout,
-                    on_call=observe,
+                evaluators[game_name] = BatchingEvaluator(
+                    TritonEvaluator(
+                        load(game_name),
+                        grpc or settings.triton_url,
+                        protocol="grpc" if grpc else "http",
+                        timeout=settings.triton_timeout,
+                        on_call=observe,
+                    )
                 )
             return evaluators[game_name]
 
