@@ -1,7 +1,8 @@
 """Connect 4 strength per hour of training on this machine: pipeline runs back to back.
 
 Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .cartridge-c4]
-       [--blocks 5 --channels 64] [--sims 50]
+       [--blocks 5 --channels 64] [--sims 50] [--iterations 2] [--games-per-shard 64]
+       [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -28,6 +29,11 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=50)
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--games-per-shard", type=int, default=64)
+    parser.add_argument("--train-steps", type=int, default=400)
+    parser.add_argument("--window", type=int, default=4)
+    parser.add_argument("--arena-games", type=int, default=20)
+    parser.add_argument("--threshold", type=float, default=0.55)
     args = parser.parse_args()
     os.environ["CARTRIDGE_HOME"] = args.home
     os.environ.setdefault("CARTRIDGE_S3_PORT", "9100")
@@ -53,15 +59,19 @@ def main() -> None:
                     "--shards",
                     "2",
                     "--games-per-shard",
-                    "64",
+                    str(args.games_per_shard),
                     "--sims",
                     str(args.sims),
                     "--train-steps",
-                    "400",
+                    str(args.train_steps),
+                    "--window",
+                    str(args.window),
+                    "--threshold",
+                    str(args.threshold),
                     "--batch-size",
                     "256",
                     "--arena-games",
-                    "20",
+                    str(args.arena_games),
                     "--arena-sims",
                     str(args.sims),
                     "--seed",
