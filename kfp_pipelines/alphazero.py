@@ -164,10 +164,16 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         return loop.arena_step(game, games, simulations, gate_method, gate_threshold, seed)
 
     @component
-    def promote(game: str, challenger: str, mlflow_tracking_uri: str, s3_endpoint: str) -> str:
+    def promote(
+        game: str, challenger: str, mlflow_tracking_uri: str, s3_endpoint: str, triton_url: str
+    ) -> str:
+        import os
+
         from cartridge import loop
 
         loop.connect(mlflow_tracking_uri, s3_endpoint)
+        if triton_url:  # promotion asks this Triton to load the new champion
+            os.environ["CARTRIDGE_TRITON_URL"] = triton_url
         return loop.promote_step(game, challenger)
 
     @component
@@ -243,6 +249,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         seed: int = 0,
         mlflow_tracking_uri: str = "http://mlflow.cartridge.svc:5000",
         s3_endpoint: str = "http://minio.cartridge.svc:9000",
+        triton_url: str = "http://triton.cartridge.svc:8000",
         replay_root: str = "s3://cartridge/replay",
         checkpoint_root: str = "s3://cartridge/checkpoints",
     ):
@@ -344,7 +351,9 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                 judge.set_cpu_request("2").set_memory_request("2Gi")
                 with dsl.If(judge.output == True, name=f"gate-passed-{i}"):  # noqa: E712
                     crown = _with_credentials(
-                        ops["promote"](game=game, challenger=learn.output, **endpoints)
+                        ops["promote"](
+                            game=game, challenger=learn.output, triton_url=triton_url, **endpoints
+                        )
                     )
                     crown.set_display_name(f"promote {i}").set_caching_options(False)
                     crown.set_retry(num_retries=3)

@@ -3,7 +3,7 @@ from unittest import mock
 
 import pytest
 import yaml
-from conftest import fresh_registered_model
+from conftest import fresh_registered_model, fresh_served_model
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from typer.testing import CliRunner
@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cartridge import storage
 from cartridge.cli import app
 from cartridge.pipelines import compile_pipeline, run_local
+from cartridge.serving.triton import TritonControl
 from cartridge.tracking import use_tracking
 
 runner = CliRunner()
@@ -85,6 +86,7 @@ def test_submit_creates_runs_through_kfp_client():
         _, kwargs = client.create_run_from_pipeline_package.call_args
         assert kwargs["arguments"]["game"] == "connect4"
         assert kwargs["arguments"]["shards"] == list(range(8))
+        assert kwargs["arguments"]["triton_url"] == "http://triton.cartridge.svc:8000"
 
         client.create_experiment.return_value.experiment_id = "exp-1"
         client.create_recurring_run.return_value.recurring_run_id = "rec-1"
@@ -109,6 +111,7 @@ def _arguments(stack, game, **overrides):
         "arena_simulations": 64,
         "mlflow_tracking_uri": stack.mlflow_url,
         "s3_endpoint": stack.s3_url,
+        "triton_url": stack.triton_url,
         "replay_root": f"s3://{stack.bucket}/replay",
         "checkpoint_root": f"s3://{stack.bucket}/checkpoints",
     }
@@ -123,7 +126,7 @@ def _pipeline_runs(stack, game):
 
 
 def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
-    fresh_registered_model(use_tracking(stack_env.mlflow_url), "othello")
+    fresh_served_model(use_tracking(stack_env.mlflow_url), stack_env, "othello")
     run_local(
         _arguments(
             stack_env,
@@ -154,6 +157,8 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     assert (
         f"s3://{stack_env.bucket}/triton/cartridge_othello/{champion.version}/model.onnx" in triton
     )
+    served = TritonControl(stack_env.triton_url).model_state("othello")
+    assert (served.version, served.state) == (champion.version, "READY")
 
 
 def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):

@@ -728,6 +728,7 @@ def pipeline_run(
         {
             "mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"],
             "s3_endpoint": os.environ["AWS_ENDPOINT_URL"],
+            "triton_url": os.environ.get("CARTRIDGE_TRITON_URL", ""),
             "replay_root": f"s3://{bucket}/replay",
             "checkpoint_root": f"s3://{bucket}/checkpoints",
         }
@@ -751,6 +752,9 @@ def pipeline_submit(
     s3_endpoint: Annotated[str, typer.Option(help="S3 as the pods see it.")] = (
         "http://minio.cartridge.svc:9000"
     ),
+    triton_url: Annotated[
+        str, typer.Option(help="Triton HTTP as the pods see it ('' to skip the reload).")
+    ] = "http://triton.cartridge.svc:8000",
     shards: Annotated[int, typer.Option(min=1)] = 8,
     games_per_shard: Annotated[int, typer.Option(min=1)] = 256,
     sims: Annotated[int, typer.Option(min=1)] = 200,
@@ -785,7 +789,9 @@ def pipeline_submit(
         threshold,
         seed,
     )
-    arguments.update({"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint})
+    arguments.update(
+        {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}
+    )
     typer.echo(
         json.dumps(submit(host, arguments, iterations, image or DEFAULT_IMAGE, experiment, cron))
     )
