@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1.10
+# The cartridge image: the package with kfp, used by the pipeline components, the web API
+# and the MLflow server. Build from the repository root:
+#   docker build -f docker/cartridge.Dockerfile -t ghcr.io/cartridge-ml/cartridge:0.1.0 .
+# The CUDA training image is the same recipe with PyTorch's CUDA wheels (they bring the
+# CUDA runtime; the driver comes from the node through the NVIDIA container toolkit):
+#   docker build -f docker/cartridge.Dockerfile --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 \
+#     -t ghcr.io/cartridge-ml/cartridge-train:0.1.0 .
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# A C compiler for the Cython extensions; it stays in this stage.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc=4:12.2.0-3 libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY src ./src
+COPY kfp_pipelines ./kfp_pipelines
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX}" torch==2.13.0 \
+    && /opt/venv/bin/pip install --no-cache-dir . psycopg2-binary==2.9.10 \
+    && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.source="https://github.com/cartridge-ml/cartridge" \
+      org.opencontainers.image.description="Cartridge: AlphaZero self-play, training, arena and serving"
+RUN groupadd --gid 10001 cartridge \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin cartridge
+COPY --from=build /opt/venv /opt/venv
+# Promotion copies these configs next to each published model.
+COPY triton_models /opt/cartridge/triton_models
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    CARTRIDGE_HOME=/tmp/cartridge \
+    CARTRIDGE_TRITON_TEMPLATES=/opt/cartridge/triton_models
+USER 10001:10001
+WORKDIR /tmp
+ENTRYPOINT ["cartridge"]
+CMD ["--help"]
