@@ -11,7 +11,9 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# A C compiler for the Cython extensions; it stays in this stage.
+# A C compiler for the Cython extensions; it stays in this stage. libc6-dev is left
+# unpinned on purpose: it must match the base image's own libc6, whatever patch level.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc=4:12.2.0-3 libc6-dev \
     && rm -rf /var/lib/apt/lists/*
