@@ -20,7 +20,12 @@ from tritonclient.utils import InferenceServerException
 from cartridge.evaluators.base import check_planes
 from cartridge.games import Game
 from cartridge.networks import INPUT_NAME, OUTPUT_NAMES
-from cartridge.serving.triton import ModelUnavailable, TritonUnavailable, model_name
+from cartridge.serving.triton import (
+    ModelUnavailable,
+    TritonUnavailable,
+    host_port,
+    model_name,
+)
 
 # Status text Triton uses when the server is reachable but the model is not served.
 _MODEL_MISSING = ("not found", "unavailable model", "is not ready", "unknown model")
@@ -49,7 +54,7 @@ class TritonEvaluator:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.game = game
-        self.url = url.removeprefix("http://").removeprefix("grpc://").rstrip("/")
+        self.url = host_port(url)
         self.protocol = protocol
         self.model = model or model_name(game.name)
         self.timeout = timeout

@@ -9,8 +9,10 @@ caller passes (Triton in the web app).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from cartridge.evaluators import Evaluator
 from cartridge.games import Game, State, load
@@ -40,16 +42,16 @@ class IllegalMoves(ValueError):
     """The moves do not make a legal game (an illegal move, or a move after the end)."""
 
 
-@dataclass(frozen=True)
-class Position:
-    game: str
+class Position(BaseModel):
+    """A replayed game as clients see it; the web API returns it as it is."""
+
     moves: list[int]
     board: list[list[int]]
     to_play: int
     legal_actions: list[int]
     over: bool
     winner: int | None
-    result: str
+    result: Literal["ongoing", "draw", "first_player_won", "second_player_won"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,6 @@ def describe(state: State, moves: list[int]) -> Position:
         winner = None if first == 0 else (0 if first > 0 else 1)
         result = {None: "draw", 0: "first_player_won", 1: "second_player_won"}[winner]
     return Position(
-        game=game.name,
         moves=list(moves),
         board=board.tolist(),
         to_play=state.current_player,
@@ -140,8 +141,7 @@ def reply(
     game = load(game_name)
     state = replay(game, moves)
     if state.is_terminal():
-        uniform = [0.0] * game.num_actions
-        return BotReply(None, uniform, 0.0, describe(state, moves))
+        return BotReply(None, [0.0] * game.num_actions, 0.0, describe(state, moves))
     search = BatchedMCTS(game, 1, config or SearchConfig(leaves_per_tree=LEAVES_PER_CALL))
     search.reset(0, state)
     search.run(evaluator, level)

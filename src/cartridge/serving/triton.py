@@ -32,9 +32,11 @@ def triton_url() -> str | None:
     return os.environ.get("CARTRIDGE_TRITON_URL") or None
 
 
-def _host_port(url: str) -> str:
-    """tritonclient wants host:port; accept the http:// form people copy from a browser."""
-    return url.removeprefix("http://").removeprefix("https://").rstrip("/")
+def host_port(url: str) -> str:
+    """tritonclient wants host:port; accept the http:// (or grpc://) form people copy."""
+    for scheme in ("http://", "https://", "grpc://"):
+        url = url.removeprefix(scheme)
+    return url.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class TritonControl:
     def __init__(self, url: str, timeout: float = 5.0):
         self.url = url
         self._client = triton_http.InferenceServerClient(
-            _host_port(url), connection_timeout=timeout, network_timeout=max(timeout, 30.0)
+            host_port(url), connection_timeout=timeout, network_timeout=max(timeout, 30.0)
         )
 
     def close(self) -> None:

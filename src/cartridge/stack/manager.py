@@ -132,6 +132,7 @@ def _start(spec: ServiceSpec, config: StackConfig) -> ServiceRecord:
     logs = config.stack_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = (logs / f"{spec.name}.log").resolve()
+    spec.prepare()
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             spec.command,

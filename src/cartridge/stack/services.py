@@ -31,6 +31,9 @@ class ServiceSpec:
     ports: dict[str, int]
     healthy: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
+    # Files and folders the command needs, made just before it starts (not whenever a
+    # spec is built, e.g. by `status`).
+    prepare: Callable[[], None] = lambda: None
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
@@ -82,7 +85,6 @@ def ensure_bucket(config: StackConfig, credentials: Credentials) -> None:
 def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
     """MinIO when a `minio` binary is on PATH (what the cluster runs), else SeaweedFS."""
     data = (config.stack_dir / "s3-data").resolve()
-    data.mkdir(parents=True, exist_ok=True)
     host, port = config.host, config.s3_port
     minio = shutil.which("minio")
     if minio:
@@ -104,13 +106,18 @@ def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
                 "MINIO_ROOT_USER": credentials.access_key,
                 "MINIO_ROOT_PASSWORD": credentials.secret_key,
             },
+            prepare=lambda: data.mkdir(parents=True, exist_ok=True),
         )
     identities = (config.stack_dir / "s3-identities.json").resolve()
-    descriptor = os.open(identities, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(seaweed_identities(credentials))
     sockets = (config.stack_dir / "run").resolve()
-    sockets.mkdir(parents=True, exist_ok=True)
+
+    def prepare() -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        sockets.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(identities, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(seaweed_identities(credentials))
+
     # weed mini runs master, volume, filer, S3 and admin servers; pin every port
     # (gRPC ones included) next to the S3 port so stacks side by side never collide.
     ports = {
@@ -157,6 +164,7 @@ def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
         ],
         ports=ports,
         healthy=lambda: s3_answers(config, credentials),
+        prepare=prepare,
     )
 
 
@@ -207,25 +215,24 @@ def _pytriton_root() -> Path:
     return Path(pytriton.__file__).resolve().parent
 
 
-def _triton_backends(config: StackConfig, root: Path) -> Path:
+def _copy_triton_backends(root: Path, backends: Path) -> None:
     """A copy of the wheel's backends folder whose python stub matches this interpreter:
     the wheel ships one stub per Python version beside the default one."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise RuntimeError(f"the Triton wheel has no python backend stub for Python {version}")
-    backends = (config.stack_dir / "triton-backends").resolve()
     target = backends / "python" / "triton_python_backend_stub"
     if not target.is_file() or target.stat().st_size != stub.stat().st_size:
         shutil.copytree(root / "tritonserver" / "backends", backends, dirs_exist_ok=True)
         shutil.copy2(stub, target)
-    return backends
 
 
 def triton_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
     """The standalone `tritonserver` from the nvidia-pytriton wheel: explicit model
     control over the S3 repository that promotion writes, python backend only."""
     root = _pytriton_root()
+    backends = (config.stack_dir / "triton-backends").resolve()
     port = config.triton_port
     host = config.host
     library_dirs = [
@@ -241,7 +248,7 @@ def triton_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
             str(root / "tritonserver" / "bin" / "tritonserver"),
             f"--model-repository={config.triton_repository}",
             "--model-control-mode=explicit",
-            f"--backend-directory={_triton_backends(config, root)}",
+            f"--backend-directory={backends}",
             f"--http-address={host}",
             f"--http-port={port}",
             f"--grpc-address={host}",
@@ -262,6 +269,7 @@ def triton_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
             # this one, whose environment has onnxruntime and numpy.
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         },
+        prepare=lambda: _copy_triton_backends(root, backends),
     )
 
 

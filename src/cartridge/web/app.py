@@ -23,11 +23,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cartridge.games import GAME_NAMES, load
 from cartridge.serving import bot
-from cartridge.serving.triton import ModelUnavailable, TritonControl, TritonUnavailable
+from cartridge.serving.triton import (
+    ModelUnavailable,
+    TritonControl,
+    TritonUnavailable,
+    model_name,
+)
 from cartridge.web.metrics import WebMetrics
 
 STATIC = Path(__file__).resolve().parent / "static"
-GameName = Literal["tictactoe", "connect4", "othello"]
+GameName = Literal[GAME_NAMES]  # the engines' names, one Literal value each
 Action = Annotated[StrictInt, Field(ge=0, le=255)]
 
 
@@ -67,42 +72,24 @@ class MoveRequest(StateRequest):
     level: Annotated[StrictInt, Field(ge=1, le=bot.MAX_LEVEL)] = bot.DEFAULT_LEVEL
 
 
-class PositionView(BaseModel):
-    moves: list[int]
-    board: list[list[int]]
-    to_play: int
-    legal_actions: list[int]
-    over: bool
-    winner: int | None
-    result: Literal["ongoing", "draw", "first_player_won", "second_player_won"]
-
-
 class MoveReply(BaseModel):
     bot_move: int | None
     policy: list[float]
     value: float
     model_version: str | None
-    position: PositionView
+    position: bot.Position
 
 
 class ServiceUnavailable(Exception):
-    """A server behind the app (Triton, MLflow) does not answer."""
+    """A server behind the app (`service`: triton or mlflow) does not answer."""
+
+    def __init__(self, service: str, message: str):
+        super().__init__(message)
+        self.service = service
 
 
 class NoChampion(Exception):
     """The game has no model to serve yet."""
-
-
-def _position_view(position: bot.Position) -> PositionView:
-    return PositionView(
-        moves=position.moves,
-        board=position.board,
-        to_play=position.to_play,
-        legal_actions=position.legal_actions,
-        over=position.over,
-        winner=position.winner,
-        result=position.result,
-    )
 
 
 def _error_text(error: RequestValidationError) -> str:
@@ -205,7 +192,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         from mlflow.tracking import MlflowClient
 
         if not settings.tracking_uri:
-            raise ServiceUnavailable("no MLflow is configured (set MLFLOW_TRACKING_URI)")
+            raise ServiceUnavailable("mlflow", "no MLflow is configured (set MLFLOW_TRACKING_URI)")
         return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
     def ask_mlflow(function, *args):
@@ -216,9 +203,10 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         except MlflowException as error:
             if "RESOURCE_DOES_NOT_EXIST" in str(error.error_code):
                 raise
-            raise ServiceUnavailable(f"MLflow is not reachable: {error.message}") from error
+            reason = f"MLflow is not reachable: {error.message}"
+            raise ServiceUnavailable("mlflow", reason) from error
         except OSError as error:
-            raise ServiceUnavailable(f"MLflow is not reachable: {error}") from error
+            raise ServiceUnavailable("mlflow", f"MLflow is not reachable: {error}") from error
 
     @app.middleware("http")
     async def record(request: Request, call_next):
@@ -244,7 +232,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(request: Request, error: ServiceUnavailable):
-        metrics.errors.labels("triton_unavailable" if "Triton" in str(error) else "mlflow").inc()
+        metrics.errors.labels(f"{error.service}_unavailable").inc()
         return JSONResponse(
             {"detail": str(error)},
             status_code=503,
@@ -310,9 +298,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         return bot.game_info(load(game))
 
     @app.post("/api/state", tags=["play"])
-    def state(request: StateRequest) -> PositionView:
+    def state(request: StateRequest) -> bot.Position:
         """Replay and validate the moves; the board, legal actions and result after them."""
-        return _position_view(bot.position(request.game, request.moves))
+        return bot.position(request.game, request.moves)
 
     @app.post("/api/move", tags=["play"])
     def move(request: MoveRequest) -> MoveReply:
@@ -324,7 +312,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
                 reply = bot.reply(request.game, request.moves, request.level, evaluator)
                 break
             except TritonUnavailable as error:
-                raise ServiceUnavailable(f"Triton is not reachable: {error}") from error
+                raise ServiceUnavailable("triton", f"Triton is not reachable: {error}") from error
             except ModelUnavailable as error:
                 if attempt == 2:
                     raise NoChampion(_no_champion_text(request.game)) from error
@@ -334,7 +322,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
             policy=reply.policy,
             value=reply.value,
             model_version=evaluator.last_version,
-            position=_position_view(reply.position),
+            position=reply.position,
         )
 
     @app.get("/api/model/{game}", tags=["model"])
@@ -374,7 +362,7 @@ def _load_model(control: TritonControl, game_name: str) -> None:
     try:
         control.load(game_name)
     except TritonUnavailable as error:
-        raise ServiceUnavailable(f"Triton is not reachable: {error}") from error
+        raise ServiceUnavailable("triton", f"Triton is not reachable: {error}") from error
     except ModelUnavailable as error:
         try:
             published = control.model_state(game_name).version is not None
@@ -382,7 +370,8 @@ def _load_model(control: TritonControl, game_name: str) -> None:
             published = False
         if not published:
             raise NoChampion(_no_champion_text(game_name)) from error
-        raise ServiceUnavailable(f"Triton could not load the champion: {error}") from error
+        reason = f"Triton could not load the champion: {error}"
+        raise ServiceUnavailable("triton", reason) from error
 
 
 def _no_champion_text(game_name: str) -> str:
@@ -397,8 +386,6 @@ def _triton_state(control: TritonControl, game_name: str) -> dict:
         state = control.model_state(game_name)
         return {"model": state.model, "version": state.version, "state": state.state}
     except (TritonUnavailable, ModelUnavailable) as error:
-        from cartridge.serving.triton import model_name
-
         return {"model": model_name(game_name), "version": None, "state": None, "error": str(error)}
 
 

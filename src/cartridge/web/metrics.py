@@ -40,8 +40,8 @@ class WebMetrics:
         )
         self.errors = Counter(
             "cartridge_errors",
-            "Requests that failed, by kind (bad_request, triton_unavailable, no_champion, "
-            "internal).",
+            "Requests that failed, by kind (bad_request, triton_unavailable, "
+            "mlflow_unavailable, no_champion, internal).",
             ["kind"],
             registry=self.registry,
         )
