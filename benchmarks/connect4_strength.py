@@ -7,7 +7,8 @@ Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_POR
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
 and the score against the `perfect` solver player. One JSON line per measurement is
-appended to <home>/connect4-strength.jsonl.
+appended to <home>/connect4-strength.jsonl. Runs share one replay window (the game's
+last --window iterations, whichever run played them), so chaining runs loses no data.
 """
 
 import argparse
@@ -115,6 +116,7 @@ def main() -> None:
             "iterations": run * args.iterations,
             "sims": args.sims,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
+            "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],
             "wins": report["wins"],
             "draws": report["draws"],

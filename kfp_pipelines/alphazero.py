@@ -1,7 +1,7 @@
 """The AlphaZero loop as a Kubeflow pipeline.
 
 Per iteration: plan -> self-play shards in a `ParallelFor` -> train (GPU, spot-tolerant,
-retried) on the collected shards plus the run's replay window -> arena against the
+retried) on the game's replay window (the last K iterations, across runs) -> arena against the
 champion -> promote under `dsl.If` when the gate passes (`dsl.Else`: keep the champion).
 The next iteration's champion is `dsl.OneOf` the two branches' outputs, so it starts only
 after the promotion settled and plays the right network. An `ExitHandler` closes the

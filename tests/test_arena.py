@@ -91,7 +91,11 @@ def test_perfect_connect4_player_beats_search_from_both_seats():
 
 
 def test_solver_accuracy_on_a_fixed_position_set():
-    from cartridge.arena.accuracy import solver_optimal_fraction, solver_positions
+    from cartridge.arena.accuracy import (
+        solver_agreement,
+        solver_optimal_fraction,
+        solver_positions,
+    )
     from cartridge.solvers import action_values
 
     game = load("connect4")
@@ -100,6 +104,8 @@ def test_solver_accuracy_on_a_fixed_position_set():
     assert all(len(set(action_values(s).values())) > 1 for s in positions)
     assert solver_optimal_fraction(make_player("perfect", game, 0), positions) == 1.0
     assert solver_optimal_fraction(make_player("random", game, 0), positions) < 0.8
+    optimal, keeps_result = solver_agreement(make_player("mcts:rollout", game, 50), positions)
+    assert 0 < optimal <= keeps_result < 1  # a best move always keeps the result
 
 
 def test_arena_json_reports_solver_accuracy_for_connect4():
@@ -131,6 +137,7 @@ def test_arena_json_reports_solver_accuracy_for_connect4():
 
     report = json.loads(result.stdout)
     assert report["solver_positions"] == 20 and 0.0 <= report["solver_optimal_fraction"] <= 1.0
+    assert report["solver_optimal_fraction"] <= report["solver_result_fraction"] <= 1.0
 
 
 def test_exhaustive_perfect_play_check():

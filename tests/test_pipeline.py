@@ -151,7 +151,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     champion = client.get_model_version_by_alias("cartridge-othello", "champion")
     assert champion.tags["arena_games"] == "8" and "gate" in champion.tags
     pipeline_id = latest.data.tags["pipeline_run_id"]
-    shards = storage.list_children(f"s3://{stack_env.bucket}/replay/{pipeline_id}")
+    shards = storage.list_children(f"s3://{stack_env.bucket}/replay/othello/{pipeline_id}")
     assert [s.rsplit("/", 1)[-1] for s in shards] == ["iter-000001", "iter-000002"]
     triton = storage.list_keys(f"s3://{stack_env.bucket}/triton/cartridge_othello")
     assert (

@@ -17,7 +17,7 @@ from cartridge.games import load
 from cartridge.replay import read_shard, write_shard
 from cartridge.selfplay import SelfPlayConfig, play_selfplay
 from cartridge.tracking import use_tracking
-from cartridge.training import DataError, TrainConfig, TrainingError, train
+from cartridge.training import DataError, TrainConfig, TrainingError, resolve_window, train
 from cartridge.training import checkpoint as checkpoints
 
 CLI = str(Path(sys.executable).with_name("cartridge"))
@@ -100,6 +100,45 @@ def test_train_on_the_stack_registers_a_challenger_in_s3(stack_env, shard_dirs, 
     keys = storage.list_keys(f"s3://{stack_env.bucket}/mlflow")
     assert any(k.endswith("model.onnx") for k in keys)
     assert any(k.endswith("checkpoint/checkpoint.pt") for k in keys)
+
+
+def _played(root, *names):
+    """Shard directories written in the order given (one file each, a second apart)."""
+    for age, name in enumerate(reversed(names)):
+        path = Path(root, name, "shard-000", "positions.npz")
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - 10 * age, time.time() - 10 * age))
+
+
+def test_replay_window_spans_pipeline_runs_in_play_order(tmp_path):
+    # Run "b" started after run "a" had played two iterations: the window follows play
+    # order, not names, and reaches back into the earlier run.
+    _played(tmp_path, "a/iter-000001", "a/iter-000002", "b/iter-000001", "b/iter-000002")
+    (tmp_path / "a" / "notes.txt").write_text("not an iteration")
+    window = resolve_window(str(tmp_path), 3, depth=2)
+    assert [Path(s).relative_to(tmp_path).parts[:2] for s in window] == [
+        ("a", "iter-000002"),
+        ("b", "iter-000001"),
+        ("b", "iter-000002"),
+    ]
+    assert len(resolve_window(str(tmp_path), 99, depth=2)) == 4
+    with pytest.raises(DataError, match="at least 1"):
+        resolve_window(str(tmp_path), 0, depth=2)
+    with pytest.raises(DataError, match="holds no iterations"):
+        resolve_window(str(tmp_path / "a" / "iter-000001" / "shard-000"), 1, depth=2)
+    with pytest.raises(DataError, match="cannot list"):
+        resolve_window(str(tmp_path / "missing"), 1)
+
+
+def test_replay_window_on_s3_orders_by_last_modified(stack_env, tmp_path):
+    root = f"s3://{stack_env.bucket}/replay-window-{time.time_ns()}"
+    (tmp_path / "positions.npz").write_bytes(b"x")
+    for name in ("z-first/iter-000009", "a-second/iter-000001"):
+        storage.upload_dir(tmp_path, storage.join(root, name, "shard-000"))
+        time.sleep(1.1)  # LastModified has one-second resolution
+    window = resolve_window(root, 1, depth=2)
+    assert window == [storage.join(root, "a-second/iter-000001/shard-000")]
 
 
 def test_embedded_mode_uses_the_same_code(embedded_env, shard_dirs):

@@ -243,7 +243,8 @@ def arena(
     if result.solver_optimal_fraction is not None:
         typer.echo(
             f"{result.player1} plays the solver's best move in "
-            f"{result.solver_optimal_fraction:.1%} of {result.solver_positions} positions"
+            f"{result.solver_optimal_fraction:.1%} of {result.solver_positions} positions "
+            f"and keeps the game's result in {result.solver_result_fraction:.1%}"
         )
 
 

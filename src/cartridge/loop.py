@@ -5,8 +5,8 @@ same steps run under `kfp.local` here and on a cluster. Each step is safe to ret
 self-play shards are immutable and found again by name, training resumes from its
 checkpoint, and promotion checks the registry before it changes anything.
 
-Replay layout: `<replay_root>/<pipeline run>/iter-000007/shard-003/`, so the replay
-window of a run is its last K iterations.
+Replay layout: `<replay_root>/<game>/<pipeline run>/iter-000007/shard-003/`; the replay
+window is the game's last K iterations, whichever runs played them.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ def connect(mlflow_tracking_uri: str, s3_endpoint: str) -> None:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
 
 
-def shard_location(replay_root: str, run_id: str, iteration: int, shard: int) -> str:
-    return storage.join(replay_root, run_id, f"iter-{iteration:06d}", f"shard-{shard:03d}")
+def shard_location(
+    replay_root: str, game_name: str, run_id: str, iteration: int, shard: int
+) -> str:
+    return storage.join(
+        replay_root, game_name, run_id, f"iter-{iteration:06d}", f"shard-{shard:03d}"
+    )
 
 
 def champion_version(game_name: str, uri: str) -> str | None:
@@ -135,7 +139,7 @@ def selfplay_step(
     from cartridge.replay import sha256_file, write_shard
     from cartridge.selfplay import SelfPlayConfig, play_selfplay
 
-    destination = shard_location(replay_root, pipeline_run_id, iteration, shard)
+    destination = shard_location(replay_root, game_name, pipeline_run_id, iteration, shard)
     if storage.is_s3(destination) and storage.list_keys(destination):
         log.info("shard %s already written (a retry); keeping it", destination)
         return destination
@@ -173,7 +177,8 @@ def train_step(
     blocks: int | None = None,
     channels: int | None = None,
 ) -> str:
-    """Train on the run's last `window` iterations, starting from the champion's weights;
+    """Train on the game's last `window` iterations (this run's and, at its start, the
+    previous runs'), starting from the champion's weights;
     a retry resumes from the step's checkpoint. Returns the registered version's URI."""
     from cartridge.training import TrainConfig, resolve_window, train
     from cartridge.training import checkpoint as checkpoints
@@ -183,7 +188,7 @@ def train_step(
         checkpoint_root, game_name, pipeline_run_id, f"iter-{iteration:06d}"
     )
     resume = checkpoints.exists(checkpoint_dir)
-    shards = resolve_window(storage.join(replay_root, pipeline_run_id), window)
+    shards = resolve_window(storage.join(replay_root, game_name), window, depth=2)
     config = TrainConfig(
         game=game_name,
         steps=steps,

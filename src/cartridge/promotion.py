@@ -254,6 +254,7 @@ def record_arena(
         )
         if match.solver_optimal_fraction is not None:
             tags["solver_optimal_fraction"] = f"{match.solver_optimal_fraction:.4f}"
+            tags["solver_result_fraction"] = f"{match.solver_result_fraction:.4f}"
     if decision is not None:
         tags["gate"] = decision.reason
     name = registered_model_name(game_name)

@@ -124,6 +124,25 @@ def list_keys(uri: str) -> list[str]:
     return sorted(found)
 
 
+def modified_times(location: str | Path) -> dict[str, float]:
+    """Every file under `location`, recursively, with its modification time (epoch
+    seconds): S3 LastModified, or the local mtime. One listing, no downloads."""
+    if not is_s3(location):
+        path = Path(location)
+        if not path.is_dir():
+            raise StorageError(f"{path} is not a directory")
+        return {str(f): f.stat().st_mtime for f in path.rglob("*") if f.is_file()}
+    bucket, prefix = split_s3(str(location))
+    prefix = f"{prefix}/" if prefix else ""
+    times = {}
+    with s3_errors(str(location)):
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                times[f"s3://{bucket}/{item['Key']}"] = item["LastModified"].timestamp()
+    return times
+
+
 def list_children(location: str | Path) -> list[str]:
     """Immediate sub-directories (local) or sub-prefixes (s3) of `location`, sorted."""
     if not is_s3(location):

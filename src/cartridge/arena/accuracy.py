@@ -30,14 +30,27 @@ def solver_positions(game: Game, count: int, seed: int = POSITIONS_SEED) -> list
     return positions
 
 
-def solver_optimal_fraction(player: Player, positions: list[State]) -> float:
-    """Share of `positions` where `player`'s move has the solver's best value."""
+def solver_agreement(player: Player, positions: list[State]) -> tuple[float, float]:
+    """Two shares of `positions`, from one move per position:
+
+    - optimal: `player`'s move has the solver's best value. Strict for Connect 4,
+      whose solver scores a quicker win higher, so a slower win counts as a miss.
+    - keeps result: the move keeps the game-theoretic result (win, draw or loss) of
+      the best move, the measure most published Connect 4 benchmarks quote.
+    """
     chosen = player.choose(positions)
-    hits = 0
+    optimal = keeps_result = 0
     for state, action in zip(positions, chosen, strict=True):
         values = action_values(state)
-        hits += values[action] == max(values.values())
-    return hits / len(positions)
+        best = max(values.values())
+        optimal += values[action] == best
+        keeps_result += np.sign(values[action]) == np.sign(best)
+    return optimal / len(positions), keeps_result / len(positions)
+
+
+def solver_optimal_fraction(player: Player, positions: list[State]) -> float:
+    """Share of `positions` where `player`'s move has the solver's best value."""
+    return solver_agreement(player, positions)[0]
 
 
 def losses_to_perfect_play(game: Game, player: Player) -> tuple[int, int]:
@@ -66,7 +79,9 @@ def losses_to_perfect_play(game: Game, player: Player) -> tuple[int, int]:
 
 
 def add_solver_accuracy(match, player: Player, game: Game, count: int) -> None:
-    """Record `player`'s solver-optimal share on the fixed position set in `match`."""
+    """Record `player`'s solver-optimal and result-keeping shares in `match`."""
     positions = solver_positions(game, count)
-    match.solver_optimal_fraction = solver_optimal_fraction(player, positions)
+    match.solver_optimal_fraction, match.solver_result_fraction = solver_agreement(
+        player, positions
+    )
     match.solver_positions = len(positions)

@@ -22,6 +22,7 @@ class MatchResult(BaseModel):
     elo_diff: float
     elo_ci95: tuple[float, float]
     solver_optimal_fraction: float | None = None
+    solver_result_fraction: float | None = None
     solver_positions: int | None = None
 
 

@@ -21,6 +21,7 @@ def _arena(tags: dict[str, str]) -> dict | None:
         return None
     low, _, high = tags.get("arena_ci95", "").partition(",")
     solver = tags.get("solver_optimal_fraction")
+    keeps_result = tags.get("solver_result_fraction")
     return {
         "opponent": tags.get("arena_opponent"),
         "games": int(tags.get("arena_games", 0)),
@@ -31,6 +32,7 @@ def _arena(tags: dict[str, str]) -> dict | None:
         "ci95": [float(low), float(high)] if high else None,
         "elo": float(tags["arena_elo"]) + 0.0 if "arena_elo" in tags else None,  # no -0
         "solver_optimal_fraction": float(solver) if solver else None,
+        "solver_result_fraction": float(keeps_result) if keeps_result else None,
         "gate": tags.get("gate"),
     }
 

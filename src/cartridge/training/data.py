@@ -27,26 +27,36 @@ class ReplayData:
         return len(self.outcome)
 
 
-def resolve_window(replay_root: str, window: int) -> list[str]:
-    """Shards of the last `window` iterations under `replay_root`.
+def resolve_window(replay_root: str, window: int, depth: int = 1) -> list[str]:
+    """Shards of the `window` most recently written iterations under `replay_root`.
 
-    Layout: `<root>/<iteration>/<shard>/`, iterations ordered by name (the
-    pipeline writes zero-padded `iter-000042`), so "last" means highest name.
+    Layout: `<root>/<iteration>/<shard>/` for depth 1; the pipeline writes
+    `<root>/<pipeline run>/<iteration>/<shard>/` and asks for depth 2, so a run's
+    window reaches back into the runs before it (a recurring run that starts
+    cold each time would train on its own first iteration alone). Iterations are
+    ordered by their newest file, ties by name: shards are immutable, so the
+    newest file is when the iteration was played.
     """
     if window < 1:
         raise DataError(f"replay window must be at least 1 iteration, got {window}")
     try:
-        iterations = storage.list_children(replay_root)
+        files = storage.modified_times(replay_root)
     except storage.StorageError as error:
         raise DataError(f"cannot list replay root {replay_root}: {error}") from error
-    if not iterations:
+    root = str(replay_root).rstrip("/") if storage.is_s3(replay_root) else str(Path(replay_root))
+    newest: dict[str, float] = {}
+    shards: dict[str, set[str]] = {}
+    for path, modified in files.items():
+        parts = path[len(root) + 1 :].split("/")
+        if len(parts) < depth + 2:  # a stray file, not inside a shard directory
+            continue
+        iteration = storage.join(root, *parts[:depth])
+        newest[iteration] = max(newest.get(iteration, 0.0), modified)
+        shards.setdefault(iteration, set()).add(storage.join(iteration, parts[depth]))
+    if not newest:
         raise DataError(f"replay root {replay_root} holds no iterations")
-    shards = []
-    for iteration in iterations[-window:]:
-        shards += storage.list_children(iteration)
-    if not shards:
-        raise DataError(f"the last {window} iterations under {replay_root} hold no shards")
-    return shards
+    latest = sorted(newest, key=lambda it: (newest[it], it))[-window:]
+    return sorted(shard for iteration in latest for shard in shards[iteration])
 
 
 def open_shard(location: str, workdir: Path) -> ReplayShard:
