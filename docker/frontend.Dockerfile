@@ -15,3 +15,6 @@ COPY docker/nginx.conf /etc/nginx/conf.d/default.conf
 COPY --from=static /site/ /usr/share/nginx/html/
 USER 101
 EXPOSE 8080
+# For `docker run`; in Kubernetes the Deployment's probes call the same path.
+HEALTHCHECK --interval=30s --timeout=3s --retries=3 \
+    CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
