@@ -397,6 +397,42 @@ def serve(
     )
 
 
+@app.command("validate")
+@_friendly_errors
+def validate_command(
+    root: Annotated[Path, typer.Option(help="Repository root.")] = Path("."),
+    tools: Annotated[Path, typer.Option(help="bin folder of the checkers' virtualenv.")] = Path(
+        ".venv-tools/bin"
+    ),
+    out: Annotated[Path, typer.Option(help="Renders and scanner cache.")] = Path("build/validate"),
+    as_json: JsonFlag = False,
+):
+    """Check the Kubernetes manifests, Dockerfiles and workflows offline (make validate)."""
+    from cartridge.deploy.validate import ToolMissing, validate
+
+    def report(result):
+        if as_json:
+            return
+        mark = "[green]ok[/green]  " if result.ok else "[red]FAIL[/red]"
+        err_console.print(f"{mark} {result.name}", highlight=False)
+        if not result.ok:
+            err_console.print(result.output, highlight=False, markup=False, soft_wrap=True)
+
+    try:
+        results = validate(root, tools, out, on_result=report)
+    except ToolMissing as error:
+        raise ValueError(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in results]))
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        err_console.print(f"[red]{len(failed)} check(s) failed:[/red] {', '.join(failed)}")
+        raise typer.Exit(1)
+    if not as_json:
+        rendered = out / "rendered"
+        err_console.print(f"all {len(results)} checks passed; renders in {rendered}/")
+
+
 @app.command("init-model")
 @_friendly_errors
 def init_model(

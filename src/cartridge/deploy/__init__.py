@@ -1,0 +1,1 @@
+"""Checks for the cluster deliverables (manifests, images, workflows)."""
