@@ -105,7 +105,7 @@ def test_train_on_the_stack_registers_a_challenger_in_s3(stack_env, shard_dirs, 
 def _played(root, *names):
     """Shard directories written in the order given (one file each, a second apart)."""
     for age, name in enumerate(reversed(names)):
-        path = Path(root, name, "shard-000", "positions.npz")
+        path = Path(root, name, "shard-000", "metadata.json")
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
         os.utime(path, (time.time() - 10 * age, time.time() - 10 * age))
@@ -116,28 +116,32 @@ def test_replay_window_spans_pipeline_runs_in_play_order(tmp_path):
     # order, not names, and reaches back into the earlier run.
     _played(tmp_path, "a/iter-000001", "a/iter-000002", "b/iter-000001", "b/iter-000002")
     (tmp_path / "a" / "notes.txt").write_text("not an iteration")
-    window = resolve_window(str(tmp_path), 3, depth=2)
+    (tmp_path / "a" / "iter-000003" / "partial").mkdir(parents=True)  # no metadata.json
+    (tmp_path / "a" / "iter-000003" / "partial" / "policy.npy").write_bytes(b"x")
+    window = resolve_window(str(tmp_path), 3)
     assert [Path(s).relative_to(tmp_path).parts[:2] for s in window] == [
         ("a", "iter-000002"),
         ("b", "iter-000001"),
         ("b", "iter-000002"),
     ]
-    assert len(resolve_window(str(tmp_path), 99, depth=2)) == 4
+    assert len(resolve_window(str(tmp_path), 99)) == 4
+    # One run's own folder works the same way: its iterations are one level down.
+    assert len(resolve_window(str(tmp_path / "a"), 1)) == 1
     with pytest.raises(DataError, match="at least 1"):
-        resolve_window(str(tmp_path), 0, depth=2)
+        resolve_window(str(tmp_path), 0)
     with pytest.raises(DataError, match="holds no iterations"):
-        resolve_window(str(tmp_path / "a" / "iter-000001" / "shard-000"), 1, depth=2)
+        resolve_window(str(tmp_path / "a" / "iter-000003"), 1)
     with pytest.raises(DataError, match="cannot list"):
         resolve_window(str(tmp_path / "missing"), 1)
 
 
 def test_replay_window_on_s3_orders_by_last_modified(stack_env, tmp_path):
     root = f"s3://{stack_env.bucket}/replay-window-{time.time_ns()}"
-    (tmp_path / "positions.npz").write_bytes(b"x")
+    (tmp_path / "metadata.json").write_bytes(b"{}")
     for name in ("z-first/iter-000009", "a-second/iter-000001"):
         storage.upload_dir(tmp_path, storage.join(root, name, "shard-000"))
         time.sleep(1.1)  # LastModified has one-second resolution
-    window = resolve_window(root, 1, depth=2)
+    window = resolve_window(root, 1)
     assert window == [storage.join(root, "a-second/iter-000001/shard-000")]
 
 

@@ -188,7 +188,7 @@ def train_step(
         checkpoint_root, game_name, pipeline_run_id, f"iter-{iteration:06d}"
     )
     resume = checkpoints.exists(checkpoint_dir)
-    shards = resolve_window(storage.join(replay_root, game_name), window, depth=2)
+    shards = resolve_window(storage.join(replay_root, game_name), window)
     config = TrainConfig(
         game=game_name,
         steps=steps,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cartridge import storage
-from cartridge.replay import ReplayShard, ShardError, read_shard
+from cartridge.replay import METADATA_FILE, ReplayShard, ShardError, read_shard
 
 
 class DataError(ValueError):
@@ -27,15 +27,16 @@ class ReplayData:
         return len(self.outcome)
 
 
-def resolve_window(replay_root: str, window: int, depth: int = 1) -> list[str]:
-    """Shards of the `window` most recently written iterations under `replay_root`.
+def resolve_window(replay_root: str, window: int) -> list[str]:
+    """Shards of the `window` most recently played iterations under `replay_root`.
 
-    Layout: `<root>/<iteration>/<shard>/` for depth 1; the pipeline writes
-    `<root>/<pipeline run>/<iteration>/<shard>/` and asks for depth 2, so a run's
-    window reaches back into the runs before it (a recurring run that starts
-    cold each time would train on its own first iteration alone). Iterations are
-    ordered by their newest file, ties by name: shards are immutable, so the
-    newest file is when the iteration was played.
+    A shard is a directory holding `metadata.json`; its parent is its iteration.
+    This covers `<root>/<iteration>/<shard>/` (hand-made windows) and the
+    pipeline's `<root>/<pipeline run>/<iteration>/<shard>/`, where the window
+    reaches back into earlier runs: a recurring run that started cold would
+    train on its own first iteration alone. Iterations are ordered by their
+    newest file, ties by name; shards are immutable, so that is when the
+    iteration was played. One listing, nothing downloaded.
     """
     if window < 1:
         raise DataError(f"replay window must be at least 1 iteration, got {window}")
@@ -43,20 +44,21 @@ def resolve_window(replay_root: str, window: int, depth: int = 1) -> list[str]:
         files = storage.modified_times(replay_root)
     except storage.StorageError as error:
         raise DataError(f"cannot list replay root {replay_root}: {error}") from error
-    root = str(replay_root).rstrip("/") if storage.is_s3(replay_root) else str(Path(replay_root))
-    newest: dict[str, float] = {}
-    shards: dict[str, set[str]] = {}
+    played: dict[str, float] = {}  # shard directory -> newest file in it
     for path, modified in files.items():
-        parts = path[len(root) + 1 :].split("/")
-        if len(parts) < depth + 2:  # a stray file, not inside a shard directory
-            continue
-        iteration = storage.join(root, *parts[:depth])
-        newest[iteration] = max(newest.get(iteration, 0.0), modified)
-        shards.setdefault(iteration, set()).add(storage.join(iteration, parts[depth]))
-    if not newest:
-        raise DataError(f"replay root {replay_root} holds no iterations")
-    latest = sorted(newest, key=lambda it: (newest[it], it))[-window:]
-    return sorted(shard for iteration in latest for shard in shards[iteration])
+        shard = path.rsplit("/", 1)[0]
+        played[shard] = max(played.get(shard, 0.0), modified)
+    shards = [shard for shard in played if f"{shard}/{METADATA_FILE}" in files]
+    iterations: dict[str, float] = {}
+    for shard in shards:
+        iteration = shard.rsplit("/", 1)[0]
+        iterations[iteration] = max(iterations.get(iteration, 0.0), played[shard])
+    if not iterations:
+        raise DataError(
+            f"replay root {replay_root} holds no iterations (no shard with {METADATA_FILE})"
+        )
+    latest = set(sorted(iterations, key=lambda it: (iterations[it], it))[-window:])
+    return sorted(shard for shard in shards if shard.rsplit("/", 1)[0] in latest)
 
 
 def open_shard(location: str, workdir: Path) -> ReplayShard:
