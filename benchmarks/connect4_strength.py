@@ -3,6 +3,7 @@
 Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .cartridge-c4]
        [--blocks 5 --channels 64] [--sims 50] [--iterations 2] [--games-per-shard 64]
        [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
+       [--value-discount 1.0]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--arena-games", type=int, default=20)
     parser.add_argument("--threshold", type=float, default=0.55)
+    parser.add_argument("--value-discount", type=float, default=1.0)
     args = parser.parse_args()
     os.environ["CARTRIDGE_HOME"] = args.home
     os.environ.setdefault("CARTRIDGE_S3_PORT", "9100")
@@ -81,6 +83,8 @@ def main() -> None:
                     str(args.blocks),
                     "--channels",
                     str(args.channels),
+                    "--value-discount",
+                    str(args.value_discount),
                 ],
                 check=True,
                 stdout=handle,
@@ -115,6 +119,7 @@ def main() -> None:
             "network": f"{args.blocks}x{args.channels}",
             "iterations": run * args.iterations,
             "sims": args.sims,
+            "value_discount": args.value_discount,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],

@@ -42,6 +42,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         iterations: int,
         games_per_shard: int,
         simulations: int,
+        value_discount: float,
         train_steps: int,
         batch_size: int,
         replay_window: int,
@@ -58,6 +59,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             "iterations": iterations,
             "games_per_shard": games_per_shard,
             "simulations": simulations,
+            "value_discount": value_discount,
             "train_steps": train_steps,
             "batch_size": batch_size,
             "replay_window": replay_window,
@@ -87,6 +89,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         replay_root: str,
         pipeline_run_id: str,
         seed: int,
+        value_discount: float,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
@@ -103,6 +106,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             pipeline_run_id,
             seed,
             loop.champion_version(game, champion),
+            value_discount,
         )
 
     @component
@@ -237,6 +241,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         shards: list = [0, 1],  # noqa: B006 - KFP reads the default as the shard ids
         games_per_shard: int = 64,
         simulations: int = 100,
+        value_discount: float = 1.0,
         train_steps: int = 500,
         network_blocks: int = 5,
         network_channels: int = 64,
@@ -266,6 +271,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     iterations=iterations,
                     games_per_shard=games_per_shard,
                     simulations=simulations,
+                    value_discount=value_discount,
                     train_steps=train_steps,
                     batch_size=batch_size,
                     replay_window=replay_window,
@@ -297,6 +303,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                             replay_root=replay_root,
                             pipeline_run_id=run_id,
                             seed=seed,
+                            value_discount=value_discount,
                             **endpoints,
                         )
                     )

@@ -91,6 +91,13 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
         "arena", "--game", "tictactoe", "--player1", "nobody", "--player2", "random", "--json"
     )
     assert bad_player.exit_code == 2 and "unknown player" in bad_player.output
+    for discount in ("0.3", "1.2"):
+        bad_discount = invoke(
+            "selfplay", "--game", "tictactoe", "--games", 1, "--sims", 1,
+            "--out", tmp_path / "d", "--value-discount", discount, "--quiet",
+        )  # fmt: skip
+        assert bad_discount.exit_code == 2 and "--value-discount" in bad_discount.output
+    assert not (tmp_path / "d").exists()
 
 
 def test_arena_json():

@@ -195,6 +195,18 @@ def test_exact_values_at_finished_games():
     assert counts[3] > 0.8 * counts.sum()
 
 
+@pytest.mark.parametrize("discount", [0.9, 0.8])
+def test_value_discount_scales_a_win_by_its_distance(discount):
+    # The win is one ply away, so its backed-up value is discount^1 instead of 1, and
+    # the root's mean value shrinks by the same factor; the move chosen does not change.
+    plain = search_once(connect4(WIN_IN_ONE), 2000)
+    discounted = search_once(connect4(WIN_IN_ONE), 2000, SearchConfig(value_discount=discount))
+    assert int(np.argmax(discounted.visit_counts(0))) == 3
+    assert discounted.root_value(0) == pytest.approx(discount * plain.root_value(0), abs=0.02)
+    with pytest.raises(ValueError, match="value_discount"):
+        SearchConfig(value_discount=1.5)
+
+
 class BadEvaluator:
     def __init__(self, game, kind):
         self.game, self.kind = game, kind

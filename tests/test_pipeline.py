@@ -137,6 +137,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             arena_games=8,
             arena_simulations=32,
             gate_threshold=0.01,
+            value_discount=0.95,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -153,6 +154,10 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     pipeline_id = latest.data.tags["pipeline_run_id"]
     shards = storage.list_children(f"s3://{stack_env.bucket}/replay/othello/{pipeline_id}")
     assert [s.rsplit("/", 1)[-1] for s in shards] == ["iter-000001", "iter-000002"]
+    metadata = storage.download_file(
+        f"{shards[-1]}/shard-000/metadata.json", tmp_path / "metadata.json"
+    )
+    assert json.loads(metadata.read_text())["config"]["search"]["value_discount"] == 0.95
     triton = storage.list_keys(f"s3://{stack_env.bucket}/triton/cartridge_othello")
     assert (
         f"s3://{stack_env.bucket}/triton/cartridge_othello/{champion.version}/model.onnx" in triton
@@ -187,6 +192,10 @@ def test_network_size_applies_to_resnet_games_only(compiled):
     assert network_for("othello", None, None).blocks == 5
     spec, _, _ = compiled
     parameters = spec.root.input_definitions.parameters
-    assert {"network_blocks", "network_channels", "replay_window", "gate_threshold"} <= set(
-        parameters
-    )
+    assert {
+        "network_blocks",
+        "network_channels",
+        "replay_window",
+        "gate_threshold",
+        "value_discount",
+    } <= set(parameters)

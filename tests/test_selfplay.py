@@ -41,6 +41,26 @@ def test_outcomes_are_from_the_movers_view():
         assert outcome[-1] == 1.0
 
 
+def test_discounted_targets_shrink_with_the_distance_to_the_end():
+    game = load("tictactoe")
+    config = SelfPlayConfig.for_game(game, 6, 32, value_discount=0.9, parallel_games=1)
+    assert config.search.value_discount == 0.9
+    shard = play_selfplay(game, UniformEvaluator(game), config, seed=3)
+    # Games are stored one after another; each starts from the empty board.
+    starts = np.flatnonzero(shard.planes.reshape(len(shard), -1).sum(axis=1) == 0)
+    decisive = 0
+    for begin, end in zip(starts, [*starts[1:], len(shard)], strict=True):
+        outcome = shard.outcome[begin:end]
+        if not outcome.any():
+            continue  # a draw is 0 at any distance
+        decisive += 1
+        plies_left = np.arange(len(outcome), 0, -1)
+        np.testing.assert_allclose(np.abs(outcome), 0.9**plies_left, rtol=1e-6)
+        assert outcome[-1] == pytest.approx(0.9)  # the winner's last move
+        assert np.all(np.sign(outcome[1:]) == -np.sign(outcome[:-1]))
+    assert decisive > 0
+
+
 def test_same_seed_same_shard(tmp_path):
     first = write_shard(tmp_path / "a", make_shard(seed=4))
     second = write_shard(tmp_path / "b", make_shard(seed=4))

@@ -52,6 +52,14 @@ TritonPortOption = Annotated[
     int | None, typer.Option("--triton-port", help="Triton HTTP port (gRPC +1, metrics +2).")
 ]
 WebPortOption = Annotated[int | None, typer.Option("--web-port", help="Web app port.")]
+ValueDiscountOption = Annotated[
+    float,
+    typer.Option(
+        min=0.5,
+        max=1.0,
+        help="Self-play value per ply (1 = plain AlphaZero); below 1, quicker wins score higher.",
+    ),
+]
 
 
 def _friendly_errors(command):
@@ -136,6 +144,7 @@ def selfplay(
     seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
     parallel: Annotated[int, typer.Option(min=1, help="Games searched together.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads.")] = 1,
+    value_discount: ValueDiscountOption = 1.0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Play GAMES self-play games and write one replay shard to OUT."""
@@ -155,7 +164,7 @@ def selfplay(
         raise FileExistsError(f"{destination} already holds a replay shard; shards are immutable")
     spec = model or evaluator
     leaf_evaluator = make_evaluator(spec, g, threads=threads, seed=seed)
-    config = SelfPlayConfig.for_game(g, games, sims, parallel_games=parallel)
+    config = SelfPlayConfig.for_game(g, games, sims, value_discount, parallel_games=parallel)
     with progress_bar(f"self-play {g.name}", games, enabled=not quiet) as advance:
         shard = play_selfplay(
             g,
@@ -694,6 +703,7 @@ def _pipeline_arguments(
     gate_method,
     threshold,
     seed,
+    value_discount,
 ) -> dict:
     return {
         "game": game.value,
@@ -710,6 +720,7 @@ def _pipeline_arguments(
         "gate_method": gate_method,
         "gate_threshold": threshold,
         "seed": seed,
+        "value_discount": value_discount,
     }
 
 
@@ -732,6 +743,7 @@ def pipeline_run(
     seed: int = 0,
     blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
     channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
+    value_discount: ValueDiscountOption = 1.0,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
     from cartridge.pipelines import run_local
@@ -760,6 +772,7 @@ def pipeline_run(
         gate_method,
         threshold,
         seed,
+        value_discount,
     )
     arguments.update(
         {
@@ -805,6 +818,7 @@ def pipeline_submit(
     seed: int = 0,
     blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
     channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
+    value_discount: ValueDiscountOption = 1.0,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
     from cartridge.pipelines import submit
@@ -825,6 +839,7 @@ def pipeline_submit(
         gate_method,
         threshold,
         seed,
+        value_discount,
     )
     arguments.update(
         {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}

@@ -132,6 +132,7 @@ def selfplay_step(
     pipeline_run_id: str,
     seed: int,
     champion: str | None,
+    value_discount: float = 1.0,
 ) -> str:
     """Play one shard with the champion (uniform priors before there is one)."""
     from cartridge.evaluators import make_evaluator
@@ -148,7 +149,7 @@ def selfplay_step(
     with tempfile.TemporaryDirectory(prefix="cartridge-selfplay-") as workdir:
         model = str(fetch_onnx(f"models:/{name}/{champion}", Path(workdir))) if champion else None
         evaluator = make_evaluator(model or "uniform", game)
-        config = SelfPlayConfig.for_game(game, games, simulations)
+        config = SelfPlayConfig.for_game(game, games, simulations, value_discount)
         result = play_selfplay(
             game,
             evaluator,

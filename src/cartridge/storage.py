@@ -168,9 +168,14 @@ def list_children(location: str | Path) -> list[str]:
 
 
 def upload_dir(local: str | Path, uri: str) -> str:
-    """Copy every file under `local` to the prefix `uri`; returns `uri`."""
+    """Copy every file under `local` to the prefix `uri`; returns `uri`.
+
+    Files go in the order they were written, so a reader that treats the last one as
+    the completion marker (a replay shard's metadata.json) never sees a partial copy.
+    """
     local = Path(local)
-    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+    files = [p for p in local.rglob("*") if p.is_file()]
+    for path in sorted(files, key=lambda p: (p.stat().st_mtime_ns, str(p))):
         upload_file(path, join(uri, path.relative_to(local).as_posix()))
     return uri
 

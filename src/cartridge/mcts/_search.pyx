@@ -78,6 +78,7 @@ cdef struct Params:
     float dirichlet_epsilon
     float virtual_loss
     int leaves_per_tree
+    float value_discount
 
 
 cdef bint tree_reserve(Tree* t, int32_t nodes, int32_t edges) noexcept nogil:
@@ -198,10 +199,14 @@ cdef int32_t select_edge(const Tree* t, const Node* node, const Params* p) noexc
     return node.first_edge + best
 
 
-cdef void backup(Tree* t, int32_t leaf, float value, float undo_virtual) noexcept nogil:
+cdef void backup(Tree* t, int32_t leaf, float value, float undo_virtual,
+                 float discount) noexcept nogil:
     """Add `value` (for the player to move at `leaf`) along the path to the root.
 
     `undo_virtual` is the virtual loss the walk down added to every edge on the path.
+    Each ply up scales the value by `discount` (1 = plain AlphaZero), so a win k plies
+    away is worth discount^k: among winning moves the quickest scores highest, and
+    among losing ones the slowest, as self-play's discounted value targets teach.
     """
     cdef int32_t index = leaf
     cdef Node* node
@@ -213,8 +218,8 @@ cdef void backup(Tree* t, int32_t leaf, float value, float undo_virtual) noexcep
         if node.parent_edge >= 0:
             edge = &t.edges[node.parent_edge]
             edge.visits += 1 - <int32_t>undo_virtual
-            edge.value_sum += -value + undo_virtual
-        value = -value
+            edge.value_sum += -value * discount + undo_virtual
+        value = -value * discount
         index = node.parent
 
 
@@ -362,6 +367,7 @@ cdef class BatchedMCTS:
         self.params.dirichlet_epsilon = cfg.dirichlet_epsilon
         self.params.virtual_loss = cfg.virtual_loss
         self.params.leaves_per_tree = cfg.leaves_per_tree
+        self.params.value_discount = cfg.value_discount
         self.rng = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
         rows = num_trees * cfg.leaves_per_tree
         self.planes = np.zeros((rows, NUM_PLANES, board_height(game.game_id),
@@ -471,7 +477,8 @@ cdef class BatchedMCTS:
                             break
                         if tree.nodes[leaf].status == TERMINAL:
                             backup(tree, leaf, tree.nodes[leaf].board.outcome,
-                                   vl if leaf != tree.root else 0.0)
+                                   vl if leaf != tree.root else 0.0,
+                                   self.params.value_discount)
                             remaining[i] -= 1
                             total += 1
                             continue
@@ -503,7 +510,8 @@ cdef class BatchedMCTS:
                         break
                     if leaf == tree.root and not tree.root_noised:
                         add_dirichlet_noise(tree, &self.params, &self.rng)
-                    backup(tree, leaf, values[j], vl if leaf != tree.root else 0.0)
+                    backup(tree, leaf, values[j], vl if leaf != tree.root else 0.0,
+                           self.params.value_discount)
                 total += rows
             if out_of_memory:
                 raise MemoryError("search tree pools could not grow")

@@ -22,3 +22,10 @@ class SearchConfig(BaseModel):
     leaves_per_tree: int = Field(
         1, ge=1, le=256, description="Leaves one tree may add to a single evaluator batch."
     )
+    value_discount: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Per-ply factor on backed-up values (1 = none); below 1, quicker "
+        "wins and slower losses score higher.",
+    )

@@ -24,10 +24,14 @@ class SelfPlayConfig(BaseModel):
     search: SearchConfig
 
     @classmethod
-    def for_game(cls, game: Game, games: int, simulations: int, **overrides) -> "SelfPlayConfig":
+    def for_game(
+        cls, game: Game, games: int, simulations: int, value_discount: float = 1.0, **overrides
+    ) -> "SelfPlayConfig":
         defaults = _GAME_DEFAULTS[game.name]
         search = overrides.pop("search", None) or SearchConfig(
-            dirichlet_alpha=defaults["dirichlet_alpha"], dirichlet_epsilon=0.25
+            dirichlet_alpha=defaults["dirichlet_alpha"],
+            dirichlet_epsilon=0.25,
+            value_discount=value_discount,
         )
         overrides.setdefault("temperature_moves", defaults["temperature_moves"])
         return cls(games=games, simulations=simulations, search=search, **overrides)

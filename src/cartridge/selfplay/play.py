@@ -23,6 +23,17 @@ class _GameRecord:
     mover: list[int] = field(default_factory=list)
 
 
+def _value_targets(first_player_result: float, movers: list[int], discount: float) -> list:
+    """z for each recorded position: the result for the player to move there, scaled by
+    discount^(plies to the end), the same factor the search applies per ply, so the
+    network learns what the search backs up (with 1, plain AlphaZero targets)."""
+    length = len(movers)
+    return [
+        (first_player_result if mover == 0 else -first_player_result) * discount ** (length - i)
+        for i, mover in enumerate(movers)
+    ]
+
+
 def play_selfplay(
     game: Game,
     evaluator: Evaluator,
@@ -73,9 +84,9 @@ def play_selfplay(
             planes += record.planes
             policy += record.policy
             legal += record.legal_mask
-            outcome += [
-                first_player_result if m == 0 else -first_player_result for m in record.mover
-            ]
+            outcome += _value_targets(
+                first_player_result, record.mover, config.search.value_discount
+            )
             finished += 1
             if on_game_end:
                 on_game_end(finished)
