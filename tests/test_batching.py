@@ -54,6 +54,7 @@ def test_concurrent_callers_get_their_own_rows(onnx_models):
     assert sum(recording.sizes) == 32 * 16 * 5
     assert max(recording.sizes) <= 64 and len(recording.sizes) < 32 * 5  # calls were merged
     batching.close()
+    assert not any(thread.is_alive() for thread in batching._threads)  # every dispatcher
 
 
 class FlakyEvaluator(RecordingEvaluator):

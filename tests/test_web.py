@@ -180,3 +180,42 @@ def test_triton_stopped_mid_game_gives_503_then_the_game_goes_on(web, local_stac
     again = move(web, {"game": "tictactoe", "moves": moves, "level": 32})
     assert again.status_code == 200, again.text
     assert again.json()["position"]["moves"][: len(moves)] == moves
+
+
+def test_shutdown_stops_the_batching_threads(local_stack, served_champions):
+    # A second copy of the app under uvicorn in this process: stopping the server runs
+    # FastAPI's shutdown, which must let each batcher finish and stop its threads.
+    import socket
+    import threading
+
+    import uvicorn
+
+    from cartridge.web.app import WebSettings, create_app
+
+    settings = WebSettings(
+        triton_url=local_stack.triton_url,
+        triton_grpc_url=local_stack.triton_grpc_url,
+        tracking_uri=local_stack.mlflow_url,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+
+    def dispatchers():
+        return [t for t in threading.enumerate() if t.name.startswith("batching-evaluator")]
+
+    before = len(dispatchers())
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reply = move(f"http://127.0.0.1:{port}", {"game": "connect4", "moves": [3], "level": 16})
+    assert reply.status_code == 200, reply.text
+    assert len(dispatchers()) > before
+    server.should_exit = True
+    serving.join(timeout=30)
+    assert not serving.is_alive() and len(dispatchers()) == before

@@ -110,7 +110,8 @@ class BatchingEvaluator:
 
     def close(self) -> None:
         """Stop the dispatchers after the queued work; closes the inner evaluator too."""
-        self._queue.put(None)
+        for _ in self._threads:  # one stop marker per dispatcher: each consumes one
+            self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
         close = getattr(self.inner, "close", None)

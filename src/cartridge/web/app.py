@@ -8,6 +8,7 @@ Retry-After, a game without a champion is a 409, bad input is a 4xx.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -151,16 +152,27 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     metrics = WebMetrics()
+    evaluators: dict[str, object] = {}
+    evaluators_lock = threading.Lock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        # Shutdown: let each batcher finish its queued calls and stop its threads.
+        with evaluators_lock:
+            for evaluator in evaluators.values():
+                evaluator.close()
+            evaluators.clear()
+
     app = FastAPI(
         title="Cartridge",
         summary="Play the AlphaZero champions served by Triton; inspect their lineage.",
         version=_version(),
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.control = TritonControl(settings.triton_url, timeout=settings.triton_timeout)
-    evaluators: dict[str, object] = {}
-    evaluators_lock = threading.Lock()
     stats_cache: dict[str, tuple[float, dict]] = {}
 
     def evaluator_for(game_name: str):
