@@ -123,7 +123,8 @@ def fresh_served_model(client, config, game_name):
     if control.model_state(game_name).state == "READY":
         control.unload(game_name)
         deadline = time.monotonic() + 30
-        while control.model_state(game_name).state == "READY":  # unloading is asynchronous
+        # Unloading is asynchronous: wait until it is over, not only begun.
+        while control.model_state(game_name).state in ("READY", "UNLOADING"):
             assert time.monotonic() < deadline, f"Triton keeps serving {game_name}"
             time.sleep(0.1)
     control.close()

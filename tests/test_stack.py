@@ -93,6 +93,20 @@ def test_wrong_keys_are_rejected_with_a_clear_message(stack_env, monkeypatch):
         storage.list_keys(f"s3://{stack_env.bucket}/")
 
 
+def test_deleted_folders_are_no_longer_listed(stack_env, tmp_path):
+    """Triton finds models and versions by listing folders: a withdrawn version or a
+    removed model must not leave an empty folder behind."""
+    root = f"s3://{stack_env.bucket}/deleted-folders"
+    for key in ("model/1/model.onnx", "model/2/model.onnx", "model/config.pbtxt", "other/x"):
+        storage.upload_file(_write(tmp_path / "blob", key), f"{root}/{key}")
+    assert storage.delete_prefix(f"{root}/model/2") == 1
+    assert storage.list_children(f"{root}/model") == [f"{root}/model/1"]
+    assert storage.delete_prefix(f"{root}/model/") == 2
+    assert storage.list_children(root) == [f"{root}/other"]
+    assert storage.list_keys(root) == [f"{root}/other/x"]
+    assert storage.delete_prefix(f"{root}/nothing-here") == 0
+
+
 def test_env_prints_client_settings(local_stack):
     result = cli(local_stack, "env")
     assert f"export MLFLOW_TRACKING_URI={local_stack.mlflow_url}" in result.stdout

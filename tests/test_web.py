@@ -117,7 +117,7 @@ def test_malformed_and_oversized_bodies(web):
 def test_a_game_without_champion_is_reported_as_such(web, stack_env):
     fresh_served_model(use_tracking(stack_env.mlflow_url), stack_env, "othello")
     reply = move(web, {"game": "othello", "moves": []})
-    assert reply.status_code == 409 and "no champion yet" in reply.json()["detail"]
+    assert reply.status_code == 409 and "no champion yet" in reply.json()["detail"], reply.text
     lineage = requests.get(f"{web}/api/model/othello", timeout=10)
     assert lineage.status_code == 200 and lineage.json() == {"game": "othello", "champion": None}
 

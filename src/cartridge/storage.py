@@ -214,9 +214,28 @@ def delete_prefix(location: str | Path) -> int:
         shutil.rmtree(path)
         return count
     keys = list_keys(str(location))
-    bucket, _ = split_s3(str(location))
+    bucket, prefix = split_s3(str(location))
     for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
         batch = [{"Key": split_s3(k)[1]} for k in keys[start : start + 1000]]
         with s3_errors(str(location)):
             s3_client().delete_objects(Bucket=bucket, Delete={"Objects": batch})
+    # Filer-backed stores (the local SeaweedFS) keep the emptied folders and go on listing
+    # them as common prefixes, so Triton would still see a model or version folder.
+    # Deleting a folder's own key removes it there and is a no-op on plain S3.
+    with s3_errors(str(location)):
+        for folder in _folders_under(prefix, [split_s3(k)[1] for k in keys]):
+            s3_client().delete_object(Bucket=bucket, Key=folder)
     return len(keys)
+
+
+def _folders_under(prefix: str, keys: list[str]) -> list[str]:
+    """The `a/b/` folder keys that hold `keys` and lie under `prefix`, deepest first."""
+    folders = set()
+    for key in keys:
+        folder = key
+        while "/" in folder:
+            folder = folder.rsplit("/", 1)[0]
+            if not (folder + "/").startswith(prefix):
+                break
+            folders.add(folder + "/")
+    return sorted(folders, key=lambda folder: (-folder.count("/"), folder))
