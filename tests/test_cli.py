@@ -98,6 +98,13 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
         )  # fmt: skip
         assert bad_discount.exit_code == 2 and "--value-discount" in bad_discount.output
     assert not (tmp_path / "d").exists()
+    # A bad gate setting is refused before any self-play is spent on the run.
+    for command in (["pipeline", "run", "--local"], ["pipeline", "submit", "--host", "x"]):
+        for option, value in (("--gate-method", "coinflip"), ("--threshold", "1.5")):
+            refused = invoke(*command, option, value)
+            assert refused.exit_code == 2 and option in refused.output, refused.output
+    bad_gate = invoke("gate", "--game", "tictactoe", "--method", "best-of-3")
+    assert bad_gate.exit_code == 2 and "'best-of-3' is not one of" in bad_gate.output
 
 
 def test_arena_json():

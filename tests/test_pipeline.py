@@ -12,7 +12,7 @@ from cartridge import storage
 from cartridge.cli import app
 from cartridge.pipelines import compile_pipeline, run_local
 from cartridge.serving.triton import TritonControl
-from cartridge.tracking import use_tracking
+from cartridge.tracking import ensure_experiment, use_tracking
 
 runner = CliRunner()
 
@@ -121,8 +121,8 @@ def _arguments(stack, game, **overrides):
 
 def _pipeline_runs(stack, game):
     client = use_tracking(stack.mlflow_url)
-    experiment = client.get_experiment_by_name(f"cartridge-{game}")
-    return client, client.search_runs([experiment.experiment_id], "tags.kind = 'pipeline'")
+    experiment_id = ensure_experiment(client, game)
+    return client, client.search_runs([experiment_id], "tags.kind = 'pipeline'")
 
 
 def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
@@ -181,6 +181,40 @@ def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):
     assert "failure" in runs[0].data.tags
     versions = client.search_model_versions("name='cartridge-connect4'")
     assert not any("champion" in v.aliases for v in versions)
+
+
+def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_path, capfd):
+    from cartridge.loop import check_parameters
+
+    before = len(_pipeline_runs(stack_env, "othello")[1])
+    replay_root = f"s3://{stack_env.bucket}/replay-bad-parameters"
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        run_local(
+            _arguments(stack_env, "othello", gate_method="coinflip", replay_root=replay_root),
+            iterations=1,
+            pipeline_root=tmp_path / "kfp",
+        )
+    logs = capfd.readouterr()
+    assert "gate_method: Input should be 'lcb' or 'sprt'" in logs.out + logs.err
+    assert len(_pipeline_runs(stack_env, "othello")[1]) == before
+    assert storage.list_keys(replay_root) == []
+    good = {
+        "iterations": 1,
+        "games_per_shard": 1,
+        "simulations": 1,
+        "value_discount": 1.0,
+        "train_steps": 1,
+        "batch_size": 1,
+        "replay_window": 1,
+        "arena_games": 2,
+        "gate_method": "sprt",
+        "gate_threshold": 0.5,
+    }
+    check_parameters("connect4", good)
+    with pytest.raises(ValueError) as bad:
+        check_parameters("go", {**good, "value_discount": 0.2, "batch_size": 0, "extra": 1})
+    for problem in ("game: 'go'", "value_discount", "batch_size", "extra"):
+        assert problem in str(bad.value)
 
 
 def test_network_size_applies_to_resnet_games_only(compiled):

@@ -52,6 +52,21 @@ TritonPortOption = Annotated[
     int | None, typer.Option("--triton-port", help="Triton HTTP port (gRPC +1, metrics +2).")
 ]
 WebPortOption = Annotated[int | None, typer.Option("--web-port", help="Web app port.")]
+
+
+class GateMethod(StrEnum):
+    lcb = "lcb"
+    sprt = "sprt"
+
+
+GateMethodOption = Annotated[
+    GateMethod,
+    typer.Option(help="lcb: the score's lower bound must clear --threshold; sprt: Elo 0 vs 35."),
+]
+# The score's 95% lower bound lies strictly between 0 and 1.
+ThresholdOption = Annotated[
+    float, typer.Option(min=0.01, max=0.99, help="lcb: score lower bound to clear.")
+]
 ValueDiscountOption = Annotated[
     float,
     typer.Option(
@@ -263,8 +278,8 @@ def gate(
     game: GameOption,
     games: Annotated[int, typer.Option(min=2, help="Arena games.")] = 40,
     sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")] = 100,
-    method: Annotated[str, typer.Option(help="lcb or sprt.")] = "lcb",
-    threshold: Annotated[float, typer.Option(help="lcb: score lower bound to clear.")] = 0.55,
+    method: GateMethodOption = GateMethod.lcb,
+    threshold: ThresholdOption = 0.55,
     promote: Annotated[bool, typer.Option(help="Promote when the gate passes.")] = False,
     seed: int = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
@@ -274,7 +289,7 @@ def gate(
     from cartridge import promotion
 
     client = _tracking_client(_connect(), tracking_uri)
-    config = promotion.GateConfig(method=method, threshold=threshold)
+    config = promotion.GateConfig(method=method.value, threshold=threshold)
     match, decision, version = promotion.evaluate_challenger(
         client, game.value, config, games, sims, seed
     )
@@ -717,7 +732,7 @@ def _pipeline_arguments(
         "replay_window": window,
         "arena_games": arena_games,
         "arena_simulations": arena_sims,
-        "gate_method": gate_method,
+        "gate_method": gate_method.value,
         "gate_threshold": threshold,
         "seed": seed,
         "value_discount": value_discount,
@@ -738,8 +753,8 @@ def pipeline_run(
     window: Annotated[int, typer.Option(min=1, help="Replay window in iterations.")] = 4,
     arena_games: Annotated[int, typer.Option(min=2)] = 40,
     arena_sims: Annotated[int, typer.Option(min=1)] = 100,
-    gate_method: Annotated[str, typer.Option(help="lcb or sprt.")] = "lcb",
-    threshold: Annotated[float, typer.Option(help="Gate score lower bound.")] = 0.55,
+    gate_method: GateMethodOption = GateMethod.lcb,
+    threshold: ThresholdOption = 0.55,
     seed: int = 0,
     blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
     channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
@@ -813,8 +828,8 @@ def pipeline_submit(
     window: Annotated[int, typer.Option(min=1)] = 4,
     arena_games: Annotated[int, typer.Option(min=2)] = 100,
     arena_sims: Annotated[int, typer.Option(min=1)] = 200,
-    gate_method: str = "lcb",
-    threshold: float = 0.55,
+    gate_method: GateMethodOption = GateMethod.lcb,
+    threshold: ThresholdOption = 0.55,
     seed: int = 0,
     blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
     channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,

@@ -15,8 +15,10 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cartridge import storage
 from cartridge.tracking import ensure_experiment, fetch_onnx, registered_model_name, use_tracking
@@ -67,10 +69,45 @@ def plan_selfplay(game_name: str, champion: str, shards: list) -> list[dict]:
     return [{"shard": int(shard), "champion": uri} for shard in shards]
 
 
+class PipelineParameters(BaseModel):
+    """What a run may be started with. The KFP UI accepts any value of the declared
+    type, so the first step checks them all: a bad gate setting must fail the run in
+    seconds, not after an iteration of self-play and training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iterations: int = Field(ge=1)
+    games_per_shard: int = Field(ge=1)
+    simulations: int = Field(ge=1)
+    value_discount: float = Field(ge=0.5, le=1.0)
+    train_steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    replay_window: int = Field(ge=1)
+    arena_games: int = Field(ge=2)
+    gate_method: Literal["lcb", "sprt"]
+    gate_threshold: float = Field(gt=0, lt=1)
+
+
+def check_parameters(game_name: str, params: dict) -> None:
+    """ValueError naming every bad parameter, or None."""
+    from cartridge.games import GAME_NAMES
+
+    problems = []
+    if game_name not in GAME_NAMES:
+        problems.append(f"game: {game_name!r} is not one of {', '.join(GAME_NAMES)}")
+    try:
+        PipelineParameters(**params)
+    except ValidationError as error:
+        problems += [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
+    if problems:
+        raise ValueError("bad pipeline parameters: " + "; ".join(problems))
+
+
 def begin_pipeline_run(game_name: str, pipeline_run_id: str, params: dict) -> str:
     """The pipeline's own MLflow run, parent of every training run; returns its id."""
     import mlflow
 
+    check_parameters(game_name, params)
     client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
     experiment_id = ensure_experiment(client, game_name)
     existing = client.search_runs(
