@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .cartridge-c4]
        [--blocks 5 --channels 64] [--sims 50] [--iterations 2] [--games-per-shard 64]
        [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
-       [--value-discount 1.0]
+       [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--arena-games", type=int, default=20)
     parser.add_argument("--threshold", type=float, default=0.55)
     parser.add_argument("--value-discount", type=float, default=1.0)
+    parser.add_argument("--full-search-fraction", type=float, default=1.0)
+    parser.add_argument("--fast-sims", type=int, default=0)
     args = parser.parse_args()
     os.environ["CARTRIDGE_HOME"] = args.home
     os.environ.setdefault("CARTRIDGE_S3_PORT", "9100")
@@ -85,6 +87,10 @@ def main() -> None:
                     str(args.channels),
                     "--value-discount",
                     str(args.value_discount),
+                    "--full-search-fraction",
+                    str(args.full_search_fraction),
+                    "--fast-sims",
+                    str(args.fast_sims),
                 ],
                 check=True,
                 stdout=handle,
@@ -120,6 +126,8 @@ def main() -> None:
             "iterations": run * args.iterations,
             "sims": args.sims,
             "value_discount": args.value_discount,
+            "full_search_fraction": args.full_search_fraction,
+            "fast_sims": args.fast_sims,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],

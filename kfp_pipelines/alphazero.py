@@ -43,6 +43,8 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         games_per_shard: int,
         simulations: int,
         value_discount: float,
+        full_search_fraction: float,
+        fast_simulations: int,
         train_steps: int,
         batch_size: int,
         replay_window: int,
@@ -60,6 +62,8 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             "games_per_shard": games_per_shard,
             "simulations": simulations,
             "value_discount": value_discount,
+            "full_search_fraction": full_search_fraction,
+            "fast_simulations": fast_simulations,
             "train_steps": train_steps,
             "batch_size": batch_size,
             "replay_window": replay_window,
@@ -90,6 +94,8 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         pipeline_run_id: str,
         seed: int,
         value_discount: float,
+        full_search_fraction: float,
+        fast_simulations: int,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
@@ -107,6 +113,8 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             seed,
             loop.champion_version(game, champion),
             value_discount,
+            full_search_fraction,
+            fast_simulations,
         )
 
     @component
@@ -242,6 +250,8 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         games_per_shard: int = 64,
         simulations: int = 100,
         value_discount: float = 1.0,
+        full_search_fraction: float = 1.0,
+        fast_simulations: int = 0,
         train_steps: int = 500,
         network_blocks: int = 5,
         network_channels: int = 64,
@@ -272,6 +282,8 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     games_per_shard=games_per_shard,
                     simulations=simulations,
                     value_discount=value_discount,
+                    full_search_fraction=full_search_fraction,
+                    fast_simulations=fast_simulations,
                     train_steps=train_steps,
                     batch_size=batch_size,
                     replay_window=replay_window,
@@ -304,6 +316,8 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                             pipeline_run_id=run_id,
                             seed=seed,
                             value_discount=value_discount,
+                            full_search_fraction=full_search_fraction,
+                            fast_simulations=fast_simulations,
                             **endpoints,
                         )
                     )

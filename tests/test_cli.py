@@ -42,6 +42,13 @@ def test_selfplay_writes_a_verified_shard(tmp_path):
         "selfplay", "--game", "tictactoe", "--games", 6, "--sims", 16, "--out", out, "--quiet"
     )
     assert again.exit_code == 2 and "immutable" in again.output
+    capped = invoke(
+        "selfplay", "--game", "tictactoe", "--games", 6, "--sims", 16, "--out", tmp_path / "c",
+        "--full-search-fraction", 0.5, "--fast-sims", 4, "--quiet",
+    )  # fmt: skip
+    assert capped.exit_code == 0, capped.output
+    config = json.loads(invoke("shard", "inspect", tmp_path / "c").stdout)["config"]
+    assert (config["full_search_fraction"], config["fast_simulations"]) == (0.5, 4)
 
 
 def test_selfplay_with_model_records_its_checksum(tmp_path, onnx_models):
@@ -98,6 +105,12 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
         )  # fmt: skip
         assert bad_discount.exit_code == 2 and "--value-discount" in bad_discount.output
     assert not (tmp_path / "d").exists()
+    slow_fast = invoke(
+        "selfplay", "--game", "tictactoe", "--games", 1, "--sims", 8, "--out", tmp_path / "f",
+        "--full-search-fraction", 0.5, "--fast-sims", 8, "--quiet",
+    )  # fmt: skip
+    assert slow_fast.exit_code == 2 and "fast_simulations (8) must be below" in slow_fast.output
+    assert not (tmp_path / "f").exists()
     # A bad gate setting is refused before any self-play is spent on the run.
     for command in (["pipeline", "run", "--local"], ["pipeline", "submit", "--host", "x"]):
         for option, value in (("--gate-method", "coinflip"), ("--threshold", "1.5")):

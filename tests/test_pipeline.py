@@ -78,6 +78,8 @@ def test_submit_creates_runs_through_kfp_client():
                 "connect4",
                 "--iterations",
                 "2",
+                "--full-search-fraction",
+                "0.25",
             ],
         )
         assert result.exit_code == 0, result.output
@@ -87,6 +89,8 @@ def test_submit_creates_runs_through_kfp_client():
         assert kwargs["arguments"]["game"] == "connect4"
         assert kwargs["arguments"]["shards"] == list(range(8))
         assert kwargs["arguments"]["triton_url"] == "http://triton.cartridge.svc:8000"
+        assert kwargs["arguments"]["full_search_fraction"] == 0.25
+        assert kwargs["arguments"]["fast_simulations"] == 0
 
         client.create_experiment.return_value.experiment_id = "exp-1"
         client.create_recurring_run.return_value.recurring_run_id = "rec-1"
@@ -138,6 +142,8 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             arena_simulations=32,
             gate_threshold=0.01,
             value_discount=0.95,
+            full_search_fraction=0.5,
+            fast_simulations=3,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -157,7 +163,9 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     metadata = storage.download_file(
         f"{shards[-1]}/shard-000/metadata.json", tmp_path / "metadata.json"
     )
-    assert json.loads(metadata.read_text())["config"]["search"]["value_discount"] == 0.95
+    config = json.loads(metadata.read_text())["config"]
+    assert config["search"]["value_discount"] == 0.95
+    assert (config["full_search_fraction"], config["fast_simulations"]) == (0.5, 3)
     triton = storage.list_keys(f"s3://{stack_env.bucket}/triton/cartridge_othello")
     assert (
         f"s3://{stack_env.bucket}/triton/cartridge_othello/{champion.version}/model.onnx" in triton
@@ -203,6 +211,8 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "games_per_shard": 1,
         "simulations": 1,
         "value_discount": 1.0,
+        "full_search_fraction": 1.0,
+        "fast_simulations": 0,
         "train_steps": 1,
         "batch_size": 1,
         "replay_window": 1,
@@ -215,6 +225,8 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         check_parameters("go", {**good, "value_discount": 0.2, "batch_size": 0, "extra": 1})
     for problem in ("game: 'go'", "value_discount", "batch_size", "extra"):
         assert problem in str(bad.value)
+    with pytest.raises(ValueError, match="fast_simulations: 1 must be below simulations"):
+        check_parameters("connect4", {**good, "full_search_fraction": 0.5})
 
 
 def test_network_size_applies_to_resnet_games_only(compiled):
@@ -232,4 +244,6 @@ def test_network_size_applies_to_resnet_games_only(compiled):
         "replay_window",
         "gate_threshold",
         "value_discount",
+        "full_search_fraction",
+        "fast_simulations",
     } <= set(parameters)

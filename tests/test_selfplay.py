@@ -61,6 +61,55 @@ def test_discounted_targets_shrink_with_the_distance_to_the_end():
     assert decisive > 0
 
 
+def test_playout_cap_records_only_full_searches():
+    game = load("connect4")
+    config = SelfPlayConfig.for_game(
+        game, 8, 40, value_discount=0.9, parallel_games=4, full_search_fraction=0.3
+    )
+    assert config.fast_search_simulations == 10
+    calls = []
+
+    class Counting(UniformEvaluator):
+        def evaluate(self, planes):
+            calls.append(len(planes))
+            return super().evaluate(planes)
+
+    shard = play_selfplay(game, Counting(game), config, seed=2)
+    capped_leaves, fast_batches = sum(calls), max(calls)
+    calls.clear()
+    plain_config = SelfPlayConfig.for_game(game, 8, 40, parallel_games=4)
+    plain = play_selfplay(game, Counting(game), plain_config, seed=2)
+    # Roughly 30% of the moves are recorded; games are not shorter for it.
+    assert 0.1 * len(plain) < len(shard) < 0.6 * len(plain)
+    assert shard.metadata.positions == len(shard) and shard.metadata.games == 8
+    assert shard.metadata.config["full_search_fraction"] == 0.3
+    # 0.3 x 40 + 0.7 x 10 = 19 simulations a move on average instead of 40: fewer
+    # network evaluations by about half or more (terminal leaves need none).
+    assert 0.15 < capped_leaves / sum(calls) < 0.7
+    # The value target still discounts by the real distance to the end of the game.
+    decisive = shard.outcome[shard.outcome != 0]
+    exponents = np.log(np.abs(decisive)) / np.log(0.9)
+    np.testing.assert_allclose(exponents, np.round(exponents), atol=1e-4)
+    assert (np.round(exponents) >= 1).all()
+    assert fast_batches == 4  # the fast searches batch every running game
+    again = play_selfplay(game, UniformEvaluator(game), config, seed=2)
+    np.testing.assert_array_equal(again.policy, shard.policy)
+
+
+def test_playout_cap_validation():
+    game = load("tictactoe")
+    with pytest.raises(ValueError, match="fast_simulations"):
+        SelfPlayConfig.for_game(game, 4, 8, full_search_fraction=0.5, fast_simulations=8)
+    with pytest.raises(ValueError, match="fast_simulations"):
+        SelfPlayConfig.for_game(game, 4, 1, full_search_fraction=0.5)
+    for fraction in (0, 1.5):
+        with pytest.raises(ValueError, match="full_search_fraction"):
+            SelfPlayConfig.for_game(game, 4, 8, full_search_fraction=fraction)
+    tiny = SelfPlayConfig.for_game(game, 1, 8, full_search_fraction=0.01, parallel_games=1)
+    shard = play_selfplay(game, UniformEvaluator(game), tiny, seed=0)
+    assert shard.planes.shape[1:] == (2, 3, 3) and len(shard) == shard.metadata.positions
+
+
 def test_same_seed_same_shard(tmp_path):
     first = write_shard(tmp_path / "a", make_shard(seed=4))
     second = write_shard(tmp_path / "b", make_shard(seed=4))

@@ -76,6 +76,19 @@ ValueDiscountOption = Annotated[
     ),
 ]
 
+FullSearchOption = Annotated[
+    float,
+    typer.Option(
+        min=0.01,
+        max=1.0,
+        help="Share of moves searched with all --sims and recorded (playout cap "
+        "randomisation); the rest get --fast-sims and are not recorded.",
+    ),
+]
+FastSimsOption = Annotated[
+    int, typer.Option(min=0, help="Simulations of an unrecorded move (0: a quarter of --sims).")
+]
+
 
 def _friendly_errors(command):
     """Bad input ends with one clear line and exit status 2, not a traceback."""
@@ -160,6 +173,8 @@ def selfplay(
     parallel: Annotated[int, typer.Option(min=1, help="Games searched together.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads.")] = 1,
     value_discount: ValueDiscountOption = 1.0,
+    full_search_fraction: FullSearchOption = 1.0,
+    fast_sims: FastSimsOption = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Play GAMES self-play games and write one replay shard to OUT."""
@@ -179,7 +194,15 @@ def selfplay(
         raise FileExistsError(f"{destination} already holds a replay shard; shards are immutable")
     spec = model or evaluator
     leaf_evaluator = make_evaluator(spec, g, threads=threads, seed=seed)
-    config = SelfPlayConfig.for_game(g, games, sims, value_discount, parallel_games=parallel)
+    config = SelfPlayConfig.for_game(
+        g,
+        games,
+        sims,
+        value_discount,
+        parallel_games=parallel,
+        full_search_fraction=full_search_fraction,
+        fast_simulations=fast_sims or None,
+    )
     with progress_bar(f"self-play {g.name}", games, enabled=not quiet) as advance:
         shard = play_selfplay(
             g,
@@ -719,6 +742,8 @@ def _pipeline_arguments(
     threshold,
     seed,
     value_discount,
+    full_search_fraction,
+    fast_sims,
 ) -> dict:
     return {
         "game": game.value,
@@ -736,6 +761,8 @@ def _pipeline_arguments(
         "gate_threshold": threshold,
         "seed": seed,
         "value_discount": value_discount,
+        "full_search_fraction": full_search_fraction,
+        "fast_simulations": fast_sims,
     }
 
 
@@ -759,6 +786,8 @@ def pipeline_run(
     blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
     channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
     value_discount: ValueDiscountOption = 1.0,
+    full_search_fraction: FullSearchOption = 1.0,
+    fast_sims: FastSimsOption = 0,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
     from cartridge.pipelines import run_local
@@ -788,6 +817,8 @@ def pipeline_run(
         threshold,
         seed,
         value_discount,
+        full_search_fraction,
+        fast_sims,
     )
     arguments.update(
         {
@@ -834,6 +865,8 @@ def pipeline_submit(
     blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
     channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
     value_discount: ValueDiscountOption = 1.0,
+    full_search_fraction: FullSearchOption = 1.0,
+    fast_sims: FastSimsOption = 0,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
     from cartridge.pipelines import submit
@@ -855,6 +888,8 @@ def pipeline_submit(
         threshold,
         seed,
         value_discount,
+        full_search_fraction,
+        fast_sims,
     )
     arguments.update(
         {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}

@@ -80,6 +80,8 @@ class PipelineParameters(BaseModel):
     games_per_shard: int = Field(ge=1)
     simulations: int = Field(ge=1)
     value_discount: float = Field(ge=0.5, le=1.0)
+    full_search_fraction: float = Field(gt=0, le=1)
+    fast_simulations: int = Field(ge=0)
     train_steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     replay_window: int = Field(ge=1)
@@ -96,9 +98,16 @@ def check_parameters(game_name: str, params: dict) -> None:
     if game_name not in GAME_NAMES:
         problems.append(f"game: {game_name!r} is not one of {', '.join(GAME_NAMES)}")
     try:
-        PipelineParameters(**params)
+        checked = PipelineParameters(**params)
     except ValidationError as error:
         problems += [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
+    else:
+        fast = checked.fast_simulations or max(1, checked.simulations // 4)
+        if checked.full_search_fraction < 1 and fast >= checked.simulations:
+            problems.append(
+                f"fast_simulations: {fast} must be below simulations ({checked.simulations}) "
+                "when full_search_fraction is below 1"
+            )
     if problems:
         raise ValueError("bad pipeline parameters: " + "; ".join(problems))
 
@@ -170,8 +179,11 @@ def selfplay_step(
     seed: int,
     champion: str | None,
     value_discount: float = 1.0,
+    full_search_fraction: float = 1.0,
+    fast_simulations: int = 0,
 ) -> str:
-    """Play one shard with the champion (uniform priors before there is one)."""
+    """Play one shard with the champion (uniform priors before there is one).
+    `fast_simulations` 0 means the default share of `simulations`."""
     from cartridge.evaluators import make_evaluator
     from cartridge.games import load
     from cartridge.replay import sha256_file, write_shard
@@ -186,7 +198,14 @@ def selfplay_step(
     with tempfile.TemporaryDirectory(prefix="cartridge-selfplay-") as workdir:
         model = str(fetch_onnx(f"models:/{name}/{champion}", Path(workdir))) if champion else None
         evaluator = make_evaluator(model or "uniform", game)
-        config = SelfPlayConfig.for_game(game, games, simulations, value_discount)
+        config = SelfPlayConfig.for_game(
+            game,
+            games,
+            simulations,
+            value_discount,
+            full_search_fraction=full_search_fraction,
+            fast_simulations=fast_simulations or None,
+        )
         result = play_selfplay(
             game,
             evaluator,

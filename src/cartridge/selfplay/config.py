@@ -1,6 +1,6 @@
 """Self-play settings with per-game defaults from AlphaZero practice."""
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cartridge.games import Game
 from cartridge.mcts import SearchConfig
@@ -21,7 +21,34 @@ class SelfPlayConfig(BaseModel):
     simulations: int = Field(ge=1, le=1_000_000)
     parallel_games: int = Field(64, ge=1, le=8192, description="Games searched together.")
     temperature_moves: int = Field(ge=0, description="Plies sampled at temperature 1.")
+    full_search_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of moves searched with all `simulations` and recorded for "
+        "training; the others get `fast_simulations` and are played, not recorded.",
+    )
+    fast_simulations: int | None = Field(
+        None, ge=1, description="Simulations of an unrecorded move (default: a quarter)."
+    )
     search: SearchConfig
+
+    @model_validator(mode="after")
+    def _fast_search_is_cheaper(self) -> "SelfPlayConfig":
+        if self.full_search_fraction < 1 and self.fast_search_simulations >= self.simulations:
+            raise ValueError(
+                f"fast_simulations ({self.fast_search_simulations}) must be below "
+                f"simulations ({self.simulations}) when full_search_fraction is below 1"
+            )
+        return self
+
+    @property
+    def fast_search_simulations(self) -> int:
+        """Playout cap randomisation (KataGo): most moves get a cheap search that only
+        picks the move, a random `full_search_fraction` get the full one and become
+        policy targets. Games (and value targets) come cheaper; every recorded policy is
+        as good as a full search makes it."""
+        return self.fast_simulations or max(1, self.simulations // 4)
 
     @classmethod
     def for_game(

@@ -21,16 +21,18 @@ class _GameRecord:
     policy: list[np.ndarray] = field(default_factory=list)
     legal_mask: list[np.ndarray] = field(default_factory=list)
     mover: list[int] = field(default_factory=list)
+    ply: list[int] = field(default_factory=list)
 
 
-def _value_targets(first_player_result: float, movers: list[int], discount: float) -> list:
+def _value_targets(
+    first_player_result: float, movers: list[int], plies: list[int], end_ply: int, discount: float
+) -> list:
     """z for each recorded position: the result for the player to move there, scaled by
     discount^(plies to the end), the same factor the search applies per ply, so the
     network learns what the search backs up (with 1, plain AlphaZero targets)."""
-    length = len(movers)
     return [
-        (first_player_result if mover == 0 else -first_player_result) * discount ** (length - i)
-        for i, mover in enumerate(movers)
+        (first_player_result if mover == 0 else -first_player_result) * discount ** (end_ply - ply)
+        for mover, ply in zip(movers, plies, strict=True)
     ]
 
 
@@ -48,11 +50,17 @@ def play_selfplay(
 
     Up to `parallel_games` games run at once, so every evaluator call carries one
     leaf per running game. Finished slots start the next game until all are
-    played. Everything random comes from `seed`, so a deterministic evaluator
-    gives the same shard for the same seed.
+    played. With `full_search_fraction` below 1, every move first gets the fast
+    search, then the moves drawn for a full search get the remaining simulations
+    (in a second, smaller batch), and only those are recorded. Everything random
+    comes from `seed`, so a deterministic evaluator gives the same shard for the
+    same seed.
     """
     slots = min(config.parallel_games, config.games)
     search = BatchedMCTS(game, slots, config.search, seed=seed)
+    capped = config.full_search_fraction < 1
+    fast = config.fast_search_simulations
+    draws = np.random.default_rng([seed, 1])
     states: list[State] = []
     records: list[_GameRecord] = []
     for i in range(slots):
@@ -64,14 +72,23 @@ def play_selfplay(
     planes, policy, outcome, legal = [], [], [], []
     results = {1.0: 0, 0.0: 0, -1.0: 0}
     while active.any():
-        search.run(evaluator, config.simulations, active)
+        if capped:
+            full = active & (draws.random(slots) < config.full_search_fraction)
+            search.run(evaluator, fast, active)
+            if full.any():
+                search.run(evaluator, config.simulations - fast, full)
+        else:
+            full = active
+            search.run(evaluator, config.simulations, active)
         for i in np.flatnonzero(active):
             state, record = states[i], records[i]
-            counts = search.visit_counts(i)
-            record.planes.append(state.planes().astype(np.uint8))
-            record.policy.append((counts / counts.sum()).astype(np.float32))
-            record.legal_mask.append(state.legal_mask())
-            record.mover.append(state.current_player)
+            if full[i]:
+                counts = search.visit_counts(i)
+                record.planes.append(state.planes().astype(np.uint8))
+                record.policy.append((counts / counts.sum()).astype(np.float32))
+                record.legal_mask.append(state.legal_mask())
+                record.mover.append(state.current_player)
+                record.ply.append(state.ply)
             temperature = 1.0 if state.ply < config.temperature_moves else 0.0
             action = search.select_action(i, temperature)
             state = state.apply(action)
@@ -85,7 +102,11 @@ def play_selfplay(
             policy += record.policy
             legal += record.legal_mask
             outcome += _value_targets(
-                first_player_result, record.mover, config.search.value_discount
+                first_player_result,
+                record.mover,
+                record.ply,
+                state.ply,
+                config.search.value_discount,
             )
             finished += 1
             if on_game_end:
@@ -110,10 +131,15 @@ def play_selfplay(
         config=config.model_dump(mode="json"),
         package_version=cartridge.__version__,
     )
+    # A few short games with a small full-search share may record nothing at all.
     return ReplayShard(
-        planes=np.stack(planes),
-        policy=np.stack(policy),
+        planes=_stack(planes, (0, *game.planes_shape), np.uint8),
+        policy=_stack(policy, (0, game.num_actions), np.float32),
         outcome=np.asarray(outcome, dtype=np.float32),
-        legal_mask=np.stack(legal),
+        legal_mask=_stack(legal, (0, game.num_actions), np.bool_),
         metadata=metadata,
     )
+
+
+def _stack(rows: list[np.ndarray], empty_shape: tuple, dtype) -> np.ndarray:
+    return np.stack(rows).astype(dtype, copy=False) if rows else np.zeros(empty_shape, dtype)
