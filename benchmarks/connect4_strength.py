@@ -3,13 +3,16 @@
 Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .cartridge-c4]
        [--blocks 5 --channels 64] [--sims 50] [--iterations 2] [--games-per-shard 64]
        [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
-       [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0]
+       [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0] [--eval-sims N]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
-and the score against the `perfect` solver player. One JSON line per measurement is
-appended to <home>/connect4-strength.jsonl. Runs share one replay window (the game's
-last --window iterations, whichever run played them), so chaining runs loses no data.
+and the score against the `perfect` solver player, both at --eval-sims (default --sims;
+the gate uses it too), so runs with different self-play searches compare fairly. One
+JSON line per measurement is appended to <home>/connect4-strength.jsonl. Runs share one
+replay window (the game's last --window iterations, whichever run played them), so
+chaining runs loses no data. Run it from the repository root (the pipeline definition
+is imported from there).
 """
 
 import argparse
@@ -39,7 +42,9 @@ def main() -> None:
     parser.add_argument("--value-discount", type=float, default=1.0)
     parser.add_argument("--full-search-fraction", type=float, default=1.0)
     parser.add_argument("--fast-sims", type=int, default=0)
+    parser.add_argument("--eval-sims", type=int, default=None)
     args = parser.parse_args()
+    eval_sims = args.eval_sims or args.sims
     os.environ["CARTRIDGE_HOME"] = args.home
     os.environ.setdefault("CARTRIDGE_S3_PORT", "9100")
     os.environ.setdefault("CARTRIDGE_MLFLOW_PORT", "5100")
@@ -78,7 +83,7 @@ def main() -> None:
                     "--arena-games",
                     str(args.arena_games),
                     "--arena-sims",
-                    str(args.sims),
+                    str(eval_sims),
                     "--seed",
                     str(run),
                     "--blocks",
@@ -109,7 +114,7 @@ def main() -> None:
                 "--games",
                 "10",
                 "--sims",
-                str(args.sims),
+                str(eval_sims),
                 "--solver-positions",
                 "200",
                 "--json",
@@ -125,6 +130,7 @@ def main() -> None:
             "network": f"{args.blocks}x{args.channels}",
             "iterations": run * args.iterations,
             "sims": args.sims,
+            "eval_sims": eval_sims,
             "value_discount": args.value_discount,
             "full_search_fraction": args.full_search_fraction,
             "fast_sims": args.fast_sims,
