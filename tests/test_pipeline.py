@@ -225,7 +225,7 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         check_parameters("go", {**good, "value_discount": 0.2, "batch_size": 0, "extra": 1})
     for problem in ("game: 'go'", "value_discount", "batch_size", "extra"):
         assert problem in str(bad.value)
-    with pytest.raises(ValueError, match="fast_simulations: 1 must be below simulations"):
+    with pytest.raises(ValueError, match=r"fast_simulations \(1\) must be below simulations"):
         check_parameters("connect4", {**good, "full_search_fraction": 0.5})
 
 

@@ -102,12 +102,21 @@ def check_parameters(game_name: str, params: dict) -> None:
     except ValidationError as error:
         problems += [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
     else:
-        fast = checked.fast_simulations or max(1, checked.simulations // 4)
-        if checked.full_search_fraction < 1 and fast >= checked.simulations:
-            problems.append(
-                f"fast_simulations: {fast} must be below simulations ({checked.simulations}) "
-                "when full_search_fraction is below 1"
-            )
+        if not problems:  # the self-play step's own config owns the rules across fields
+            from cartridge.games import load
+            from cartridge.selfplay import SelfPlayConfig
+
+            try:
+                SelfPlayConfig.for_game(
+                    load(game_name),
+                    checked.games_per_shard,
+                    checked.simulations,
+                    checked.value_discount,
+                    full_search_fraction=checked.full_search_fraction,
+                    fast_simulations=checked.fast_simulations or None,
+                )
+            except ValidationError as error:
+                problems += [e["msg"].removeprefix("Value error, ") for e in error.errors()]
     if problems:
         raise ValueError("bad pipeline parameters: " + "; ".join(problems))
 
