@@ -45,9 +45,11 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         value_discount: float,
         full_search_fraction: float,
         fast_simulations: int,
+        search_value_weight: float,
         train_steps: int,
         batch_size: int,
         replay_window: int,
+        train_from: str,
         arena_games: int,
         gate_method: str,
         gate_threshold: float,
@@ -64,9 +66,11 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             "value_discount": value_discount,
             "full_search_fraction": full_search_fraction,
             "fast_simulations": fast_simulations,
+            "search_value_weight": search_value_weight,
             "train_steps": train_steps,
             "batch_size": batch_size,
             "replay_window": replay_window,
+            "train_from": train_from,
             "arena_games": arena_games,
             "gate_method": gate_method,
             "gate_threshold": gate_threshold,
@@ -96,6 +100,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         value_discount: float,
         full_search_fraction: float,
         fast_simulations: int,
+        search_value_weight: float,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
@@ -115,6 +120,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             value_discount,
             full_search_fraction,
             fast_simulations,
+            search_value_weight,
         )
 
     @component
@@ -133,6 +139,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         seed: int,
         network_blocks: int,
         network_channels: int,
+        train_from: str,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
@@ -155,6 +162,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             version,
             network_blocks,
             network_channels,
+            train_from,
         )
 
     @component
@@ -252,11 +260,13 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         value_discount: float = 1.0,
         full_search_fraction: float = 1.0,
         fast_simulations: int = 0,
+        search_value_weight: float = 0.0,
         train_steps: int = 500,
         network_blocks: int = 5,
         network_channels: int = 64,
         batch_size: int = 256,
         replay_window: int = 4,
+        train_from: str = "latest",
         arena_games: int = 40,
         arena_simulations: int = 100,
         gate_method: str = "lcb",
@@ -284,9 +294,11 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     value_discount=value_discount,
                     full_search_fraction=full_search_fraction,
                     fast_simulations=fast_simulations,
+                    search_value_weight=search_value_weight,
                     train_steps=train_steps,
                     batch_size=batch_size,
                     replay_window=replay_window,
+                    train_from=train_from,
                     arena_games=arena_games,
                     gate_method=gate_method,
                     gate_threshold=gate_threshold,
@@ -318,6 +330,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                             value_discount=value_discount,
                             full_search_fraction=full_search_fraction,
                             fast_simulations=fast_simulations,
+                            search_value_weight=search_value_weight,
                             **endpoints,
                         )
                     )
@@ -340,6 +353,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                         seed=seed,
                         network_blocks=network_blocks,
                         network_channels=network_channels,
+                        train_from=train_from,
                         **endpoints,
                     )
                 )

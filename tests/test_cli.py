@@ -105,6 +105,12 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
         )  # fmt: skip
         assert bad_discount.exit_code == 2 and "--value-discount" in bad_discount.output
     assert not (tmp_path / "d").exists()
+    bad_weight = invoke(
+        "selfplay", "--game", "tictactoe", "--games", 1, "--sims", 1,
+        "--out", tmp_path / "w", "--search-value-weight", "-0.5", "--quiet",
+    )  # fmt: skip
+    assert bad_weight.exit_code == 2 and "--search-value-weight" in bad_weight.output
+    assert not (tmp_path / "w").exists()
     slow_fast = invoke(
         "selfplay", "--game", "tictactoe", "--games", 1, "--sims", 8, "--out", tmp_path / "f",
         "--full-search-fraction", 0.5, "--fast-sims", 8, "--quiet",
@@ -113,7 +119,12 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
     assert not (tmp_path / "f").exists()
     # A bad gate setting is refused before any self-play is spent on the run.
     for command in (["pipeline", "run", "--local"], ["pipeline", "submit", "--host", "x"]):
-        for option, value in (("--gate-method", "coinflip"), ("--threshold", "1.5")):
+        for option, value in (
+            ("--gate-method", "coinflip"),
+            ("--threshold", "1.5"),
+            ("--search-value-weight", "1.5"),
+            ("--train-from", "newest"),
+        ):
             refused = invoke(*command, option, value)
             assert refused.exit_code == 2 and option in refused.output, refused.output
     bad_gate = invoke("gate", "--game", "tictactoe", "--method", "best-of-3")

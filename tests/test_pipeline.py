@@ -80,6 +80,10 @@ def test_submit_creates_runs_through_kfp_client():
                 "2",
                 "--full-search-fraction",
                 "0.25",
+                "--search-value-weight",
+                "0.5",
+                "--train-from",
+                "champion",
             ],
         )
         assert result.exit_code == 0, result.output
@@ -91,6 +95,8 @@ def test_submit_creates_runs_through_kfp_client():
         assert kwargs["arguments"]["triton_url"] == "http://triton.cartridge.svc:8000"
         assert kwargs["arguments"]["full_search_fraction"] == 0.25
         assert kwargs["arguments"]["fast_simulations"] == 0
+        assert kwargs["arguments"]["search_value_weight"] == 0.5
+        assert kwargs["arguments"]["train_from"] == "champion"
 
         client.create_experiment.return_value.experiment_id = "exp-1"
         client.create_recurring_run.return_value.recurring_run_id = "rec-1"
@@ -144,6 +150,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             value_discount=0.95,
             full_search_fraction=0.5,
             fast_simulations=3,
+            search_value_weight=0.5,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -166,6 +173,14 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     config = json.loads(metadata.read_text())["config"]
     assert config["search"]["value_discount"] == 0.95
     assert (config["full_search_fraction"], config["fast_simulations"]) == (0.5, 3)
+    assert config["search_value_weight"] == 0.5
+    second = next(r for r in children if r.data.tags["iteration"] == "2")
+    first = next(r for r in children if r.data.tags["iteration"] == "1")
+    first_version = client.search_model_versions(f"run_id = '{first.info.run_id}'")[0]
+    # Training goes on from the newest model (the default `train_from`).
+    assert second.data.tags["initial_weights"] == (
+        f"models:/cartridge-othello/{first_version.version}"
+    )
     triton = storage.list_keys(f"s3://{stack_env.bucket}/triton/cartridge_othello")
     assert (
         f"s3://{stack_env.bucket}/triton/cartridge_othello/{champion.version}/model.onnx" in triton
@@ -213,17 +228,36 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "value_discount": 1.0,
         "full_search_fraction": 1.0,
         "fast_simulations": 0,
+        "search_value_weight": 0.0,
         "train_steps": 1,
         "batch_size": 1,
         "replay_window": 1,
+        "train_from": "latest",
         "arena_games": 2,
         "gate_method": "sprt",
         "gate_threshold": 0.5,
     }
     check_parameters("connect4", good)
     with pytest.raises(ValueError) as bad:
-        check_parameters("go", {**good, "value_discount": 0.2, "batch_size": 0, "extra": 1})
-    for problem in ("game: 'go'", "value_discount", "batch_size", "extra"):
+        check_parameters(
+            "go",
+            {
+                **good,
+                "value_discount": 0.2,
+                "batch_size": 0,
+                "extra": 1,
+                "search_value_weight": 2,
+                "train_from": "newest",
+            },
+        )
+    for problem in (
+        "game: 'go'",
+        "value_discount",
+        "batch_size",
+        "extra",
+        "search_value_weight",
+        "train_from: Input should be 'latest' or 'champion'",
+    ):
         assert problem in str(bad.value)
     with pytest.raises(ValueError, match=r"fast_simulations \(1\) must be below simulations"):
         check_parameters("connect4", {**good, "full_search_fraction": 0.5})

@@ -96,6 +96,35 @@ def test_playout_cap_records_only_full_searches():
     np.testing.assert_array_equal(again.policy, shard.policy)
 
 
+def test_search_value_weight_mixes_the_root_value_into_the_target():
+    game = load("connect4")
+
+    class PieceCount(UniformEvaluator):
+        """Uniform priors and a value that depends on the position, so q is not 0."""
+
+        def evaluate(self, planes):
+            logits, _ = super().evaluate(planes)
+            return logits, np.tanh(planes[:, 0].sum(axis=(1, 2)) - planes[:, 1].sum(axis=(1, 2)))
+
+    def targets(weight):
+        config = SelfPlayConfig.for_game(
+            game, 6, 24, value_discount=0.9, parallel_games=3, search_value_weight=weight
+        )
+        return play_selfplay(game, PieceCount(game), config, seed=5)
+
+    result_only, search_only, mixed = targets(0.0), targets(1.0), targets(0.25)
+    # The target does not change play: the same seed plays the same games.
+    np.testing.assert_array_equal(result_only.planes, search_only.planes)
+    np.testing.assert_array_equal(result_only.policy, mixed.policy)
+    q = search_only.outcome
+    assert np.abs(q).max() <= 1 and len(np.unique(np.round(q, 4))) > 10
+    np.testing.assert_allclose(mixed.outcome, 0.75 * result_only.outcome + 0.25 * q, atol=1e-6)
+    assert mixed.metadata.config["search_value_weight"] == 0.25
+    for weight in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="search_value_weight"):
+            SelfPlayConfig.for_game(game, 4, 8, search_value_weight=weight)
+
+
 def test_playout_cap_validation():
     game = load("tictactoe")
     with pytest.raises(ValueError, match="fast_simulations"):

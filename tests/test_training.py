@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,6 +222,50 @@ def test_initial_weights_must_fit(embedded_env, shard_dirs, tmp_path):
             tracking_uri=tracking_uri,
             init_checkpoint=first.checkpoint,
         )
+
+
+def test_training_continues_from_the_newest_model_or_the_champion(
+    embedded_env, shard_dirs, tmp_path, monkeypatch
+):
+    from cartridge.loop import train_step
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'lineage.db'}")
+    replay_root = tmp_path / "replay"
+    shutil.copytree(shard_dirs["ttt-a"], replay_root / "tictactoe" / "run" / "iter-1" / "shard-0")
+
+    def step(iteration, champion, train_from="latest"):
+        uri = train_step(
+            "tictactoe",
+            iteration,
+            str(replay_root),
+            "run",
+            1,
+            3,
+            16,
+            str(tmp_path / "checkpoints"),
+            "",
+            0,
+            champion,
+            train_from=train_from,
+        )
+        version = client.get_model_version("cartridge-tictactoe", uri.rsplit("/", 1)[-1])
+        return version.version, client.get_run(version.tags["run_id"]).data.tags
+
+    client = use_tracking(os.environ["MLFLOW_TRACKING_URI"])
+    first, tags = step(1, None)
+    assert tags["initial_weights"] == ""  # nothing trained yet: fresh weights
+    client.set_registered_model_alias("cartridge-tictactoe", "champion", first)
+    second, tags = step(2, first)
+    assert tags["initial_weights"] == f"models:/cartridge-tictactoe/{first}"
+    # The second was not promoted; training goes on from it all the same.
+    third, tags = step(3, first)
+    assert tags["initial_weights"] == f"models:/cartridge-tictactoe/{second}"
+    _, tags = step(4, first, train_from="champion")
+    assert tags["initial_weights"] == f"models:/cartridge-tictactoe/{first}"
+    version = client.get_model_version("cartridge-tictactoe", third)
+    assert version.tags["initial_weights"] == f"models:/cartridge-tictactoe/{second}"
+    with pytest.raises(ValueError, match="train_from must be 'latest' or 'champion'"):
+        step(5, first, train_from="newest")
 
 
 # ---------------------------------------------------------------- kill and resume

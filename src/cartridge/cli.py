@@ -88,6 +88,29 @@ FullSearchOption = Annotated[
 FastSimsOption = Annotated[
     int, typer.Option(min=0, help="Simulations of an unrecorded move (0: a quarter of --sims).")
 ]
+SearchValueWeightOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Weight of the root search value in the value target; the rest is the game "
+        "result (0: the result alone, as in AlphaZero).",
+    ),
+]
+
+
+class TrainFrom(StrEnum):
+    latest = "latest"
+    champion = "champion"
+
+
+TrainFromOption = Annotated[
+    TrainFrom,
+    typer.Option(
+        help="latest: continue from the newest trained model, promoted or not (AlphaGo "
+        "Zero); champion: start each iteration from the champion's weights."
+    ),
+]
 
 
 def _friendly_errors(command):
@@ -175,6 +198,7 @@ def selfplay(
     value_discount: ValueDiscountOption = 1.0,
     full_search_fraction: FullSearchOption = 1.0,
     fast_sims: FastSimsOption = 0,
+    search_value_weight: SearchValueWeightOption = 0.0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Play GAMES self-play games and write one replay shard to OUT."""
@@ -202,6 +226,7 @@ def selfplay(
         parallel_games=parallel,
         full_search_fraction=full_search_fraction,
         fast_simulations=fast_sims or None,
+        search_value_weight=search_value_weight,
     )
     with progress_bar(f"self-play {g.name}", games, enabled=not quiet) as advance:
         shard = play_selfplay(
@@ -744,6 +769,8 @@ def _pipeline_arguments(
     value_discount,
     full_search_fraction,
     fast_sims,
+    search_value_weight,
+    train_from,
 ) -> dict:
     return {
         "game": game.value,
@@ -763,6 +790,8 @@ def _pipeline_arguments(
         "value_discount": value_discount,
         "full_search_fraction": full_search_fraction,
         "fast_simulations": fast_sims,
+        "search_value_weight": search_value_weight,
+        "train_from": train_from.value,
     }
 
 
@@ -788,6 +817,8 @@ def pipeline_run(
     value_discount: ValueDiscountOption = 1.0,
     full_search_fraction: FullSearchOption = 1.0,
     fast_sims: FastSimsOption = 0,
+    search_value_weight: SearchValueWeightOption = 0.0,
+    train_from: TrainFromOption = TrainFrom.latest,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
     from cartridge.pipelines import run_local
@@ -819,6 +850,8 @@ def pipeline_run(
         value_discount,
         full_search_fraction,
         fast_sims,
+        search_value_weight,
+        train_from,
     )
     arguments.update(
         {
@@ -867,6 +900,8 @@ def pipeline_submit(
     value_discount: ValueDiscountOption = 1.0,
     full_search_fraction: FullSearchOption = 1.0,
     fast_sims: FastSimsOption = 0,
+    search_value_weight: SearchValueWeightOption = 0.0,
+    train_from: TrainFromOption = TrainFrom.latest,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
     from cartridge.pipelines import submit
@@ -890,6 +925,8 @@ def pipeline_submit(
         value_discount,
         full_search_fraction,
         fast_sims,
+        search_value_weight,
+        train_from,
     )
     arguments.update(
         {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}

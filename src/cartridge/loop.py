@@ -21,7 +21,13 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cartridge import storage
-from cartridge.tracking import ensure_experiment, fetch_onnx, registered_model_name, use_tracking
+from cartridge.tracking import (
+    CHALLENGER,
+    ensure_experiment,
+    fetch_onnx,
+    registered_model_name,
+    use_tracking,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +88,11 @@ class PipelineParameters(BaseModel):
     value_discount: float = Field(ge=0.5, le=1.0)
     full_search_fraction: float = Field(gt=0, le=1)
     fast_simulations: int = Field(ge=0)
+    search_value_weight: float = Field(ge=0, le=1)
     train_steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     replay_window: int = Field(ge=1)
+    train_from: Literal["latest", "champion"]
     arena_games: int = Field(ge=2)
     gate_method: Literal["lcb", "sprt"]
     gate_threshold: float = Field(gt=0, lt=1)
@@ -114,6 +122,7 @@ def check_parameters(game_name: str, params: dict) -> None:
                     checked.value_discount,
                     full_search_fraction=checked.full_search_fraction,
                     fast_simulations=checked.fast_simulations or None,
+                    search_value_weight=checked.search_value_weight,
                 )
             except ValidationError as error:
                 problems += [e["msg"].removeprefix("Value error, ") for e in error.errors()]
@@ -190,6 +199,7 @@ def selfplay_step(
     value_discount: float = 1.0,
     full_search_fraction: float = 1.0,
     fast_simulations: int = 0,
+    search_value_weight: float = 0.0,
 ) -> str:
     """Play one shard with the champion (uniform priors before there is one).
     `fast_simulations` 0 means the default share of `simulations`."""
@@ -214,6 +224,7 @@ def selfplay_step(
             value_discount,
             full_search_fraction=full_search_fraction,
             fast_simulations=fast_simulations or None,
+            search_value_weight=search_value_weight,
         )
         result = play_selfplay(
             game,
@@ -242,10 +253,18 @@ def train_step(
     champion: str | None,
     blocks: int | None = None,
     channels: int | None = None,
+    train_from: str = "latest",
 ) -> str:
     """Train on the game's last `window` iterations (this run's and, at its start, the
-    previous runs'), starting from the champion's weights;
-    a retry resumes from the step's checkpoint. Returns the registered version's URI."""
+    previous runs') and register a challenger; a retry resumes from the step's
+    checkpoint. Returns the registered version's URI.
+
+    `train_from` "latest" continues from the newest trained model (alias
+    `challenger`), promoted or not: as in AlphaGo Zero, the optimisation never
+    restarts and the gate only decides which network plays self-play and is served.
+    Restarting from the champion after a rejected challenger throws that
+    iteration's training away. "champion" starts from the champion's weights, for
+    when the newest model is known bad (after a rollback)."""
     from cartridge.training import TrainConfig, resolve_window, train
     from cartridge.training import checkpoint as checkpoints
 
@@ -263,9 +282,8 @@ def train_step(
         network=network_for(game_name, blocks, channels),
     )
     with tempfile.TemporaryDirectory(prefix="cartridge-train-") as workdir:
-        init = (
-            None if resume or not champion else _checkpoint_of(game_name, champion, Path(workdir))
-        )
+        start = None if resume else _starting_version(game_name, champion, train_from)
+        init = _checkpoint_of(game_name, start, Path(workdir)) if start else None
         result = train(
             config,
             shards,
@@ -275,9 +293,25 @@ def train_step(
             iteration=iteration,
             pipeline_run_id=pipeline_run_id,
             init_checkpoint=init,
+            init_model=champion_uri(game_name, start),
             parent_run_id=parent_run_id,
         )
     return champion_uri(game_name, str(result.model_version))
+
+
+def _starting_version(game_name: str, champion: str | None, train_from: str) -> str | None:
+    """The version whose weights training starts from (None: fresh weights)."""
+    if train_from == "champion":
+        return champion
+    if train_from != "latest":
+        raise ValueError(f"train_from must be 'latest' or 'champion', got {train_from!r}")
+    client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    try:
+        return client.get_model_version_by_alias(
+            registered_model_name(game_name), CHALLENGER
+        ).version
+    except MlflowException:
+        return champion
 
 
 def network_for(game_name: str, blocks: int | None, channels: int | None):

@@ -31,6 +31,13 @@ class SelfPlayConfig(BaseModel):
     fast_simulations: int | None = Field(
         None, ge=1, description="Simulations of an unrecorded move (default: a quarter)."
     )
+    search_value_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Weight of the root search value in a position's value target; the "
+        "rest is the game result (0: the result alone, as in AlphaZero).",
+    )
     search: SearchConfig
 
     @model_validator(mode="after")

@@ -22,17 +22,32 @@ class _GameRecord:
     legal_mask: list[np.ndarray] = field(default_factory=list)
     mover: list[int] = field(default_factory=list)
     ply: list[int] = field(default_factory=list)
+    search_value: list[float] = field(default_factory=list)
 
 
 def _value_targets(
-    first_player_result: float, movers: list[int], plies: list[int], end_ply: int, discount: float
+    first_player_result: float,
+    record: _GameRecord,
+    end_ply: int,
+    discount: float,
+    search_value_weight: float,
 ) -> list:
-    """z for each recorded position: the result for the player to move there, scaled by
-    discount^(plies to the end), the same factor the search applies per ply, so the
-    network learns what the search backs up (with 1, plain AlphaZero targets)."""
+    """The value target of each recorded position.
+
+    z is the result for the player to move there, scaled by discount^(plies to the
+    end), the same factor the search applies per ply, so the network learns what the
+    search backs up (with 1, plain AlphaZero targets). With a `search_value_weight`
+    w, the target is (1 - w) z + w q, q the root's mean search value: one game's
+    result is a noisy label for every position in it (a blunder late in a won game
+    makes its good early positions look lost), while q is what a search from that
+    position expects. Averaging the two speeds up learning when games are few.
+    """
     return [
-        (first_player_result if mover == 0 else -first_player_result) * discount ** (end_ply - ply)
-        for mover, ply in zip(movers, plies, strict=True)
+        (1 - search_value_weight)
+        * (first_player_result if mover == 0 else -first_player_result)
+        * discount ** (end_ply - ply)
+        + search_value_weight * q
+        for mover, ply, q in zip(record.mover, record.ply, record.search_value, strict=True)
     ]
 
 
@@ -89,6 +104,7 @@ def play_selfplay(
                 record.legal_mask.append(state.legal_mask())
                 record.mover.append(state.current_player)
                 record.ply.append(state.ply)
+                record.search_value.append(search.root_value(i))
             temperature = 1.0 if state.ply < config.temperature_moves else 0.0
             action = search.select_action(i, temperature)
             state = state.apply(action)
@@ -103,10 +119,10 @@ def play_selfplay(
             legal += record.legal_mask
             outcome += _value_targets(
                 first_player_result,
-                record.mover,
-                record.ply,
+                record,
                 state.ply,
                 config.search.value_discount,
+                config.search_value_weight,
             )
             finished += 1
             if on_game_end:

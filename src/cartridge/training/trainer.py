@@ -139,11 +139,15 @@ def train(
     iteration: int = 0,
     pipeline_run_id: str | None = None,
     init_checkpoint: str | None = None,
+    init_model: str | None = None,
     register: bool = True,
     parent_run_id: str | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train, export, verify, log and register; see the module docstring for failures."""
+    """Train, export, verify, log and register; see the module docstring for failures.
+
+    `init_checkpoint` holds starting weights; `init_model` names the model they came
+    from (a `models:/` URI), recorded as the run's `initial_weights` tag for lineage."""
     saved = None
     if resume:
         if not checkpoint.exists(checkpoint_dir):
@@ -173,6 +177,7 @@ def train(
         "iteration": str(iteration),
         "shards": json.dumps(shards)[:4900],
         "pipeline_run_id": pipeline_run_id or "",
+        "initial_weights": init_model or "",
         "git_commit": git_commit(),
         "cartridge_version": cartridge.__version__,
     }
