@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .c
        [--blocks 5 --channels 64] [--sims 50] [--iterations 2] [--games-per-shard 64]
        [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
        [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0] [--eval-sims N]
-       [--search-value-weight 0] [--train-from latest|champion]
+       [--search-value-weight 0] [--train-from latest|champion] [--gate-solver-margin 0]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--eval-sims", type=int, default=None)
     parser.add_argument("--search-value-weight", type=float, default=0.0)
     parser.add_argument("--train-from", choices=("latest", "champion"), default="latest")
+    parser.add_argument("--gate-solver-margin", type=float, default=0.0)
     args = parser.parse_args()
     eval_sims = args.eval_sims or args.sims
     os.environ["CARTRIDGE_HOME"] = args.home
@@ -103,6 +104,8 @@ def main() -> None:
                     str(args.search_value_weight),
                     "--train-from",
                     args.train_from,
+                    "--gate-solver-margin",
+                    str(args.gate_solver_margin),
                 ],
                 check=True,
                 stdout=handle,
@@ -143,6 +146,7 @@ def main() -> None:
             "fast_sims": args.fast_sims,
             "search_value_weight": args.search_value_weight,
             "train_from": args.train_from,
+            "gate_solver_margin": args.gate_solver_margin,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],

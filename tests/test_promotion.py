@@ -8,7 +8,14 @@ from cartridge import storage
 from cartridge.arena.stats import summarize
 from cartridge.games import load
 from cartridge.networks import build_network, export_onnx
-from cartridge.promotion import GateConfig, decide, promote, rollback, sprt_llr
+from cartridge.promotion import (
+    GateConfig,
+    SolverComparison,
+    decide,
+    promote,
+    rollback,
+    sprt_llr,
+)
 from cartridge.serving.triton import TritonControl
 from cartridge.tracking import log_and_register, use_tracking
 
@@ -31,6 +38,32 @@ def test_sprt_gate():
     assert sprt_llr(summarize("c", "k", "connect4", 10, 0, 0), 0, 35) == math.inf
     with pytest.raises(ValueError):
         GateConfig(threshold=1.5)
+
+
+def test_solver_margin_gate():
+    gate = GateConfig(threshold=0.55, solver_margin=0.02)
+    won = summarize("c", "k", "connect4", 80, 10, 10)  # passes the match gate
+    close = summarize("c", "k", "connect4", 30, 24, 6)  # 0.55, lower bound below 0.55
+    lost = summarize("c", "k", "connect4", 24, 30, 6)
+
+    def solver(challenger, champion=0.80):
+        return SolverComparison(challenger=challenger, champion=champion, positions=200)
+
+    worse = decide(won, gate, solver(0.75))
+    assert not worse.promote and "fewer optimal moves" in worse.reason
+    better = decide(close, gate, solver(0.86))
+    assert better.promote and "more optimal moves" in better.reason
+    assert better.solver.challenger == 0.86
+    assert not decide(lost, gate, solver(0.86)).promote  # better moves, but lost the match
+    assert decide(won, gate, solver(0.79)).promote  # within the margin: the match decides
+    assert not decide(close, gate, solver(0.81)).promote
+    assert "80.0%" in decide(won, gate, solver(0.79)).reason
+    # Without a margin the solver has no say, and shares alone change nothing.
+    assert decide(won, GateConfig(), solver(0.5)).promote
+    assert not decide(close, gate).promote and decide(close, gate).solver is None
+    for margin in (-0.1, 0.6):
+        with pytest.raises(ValueError, match="solver_margin"):
+            GateConfig(solver_margin=margin)
 
 
 def _register(client, game, seed):
@@ -113,3 +146,29 @@ def test_gate_command_promotes_the_first_challenger_that_beats_random(stack_env)
     assert json.loads(retry.stdout)["decision"]["reason"] == "the challenger is already champion"
     no_previous = runner.invoke(app, ["promote", "--game", "tictactoe", "--rollback"])
     assert no_previous.exit_code == 2 and "no 'previous' version" in no_previous.output
+
+    # With a solver margin both networks are measured on the gate's own positions.
+    from cartridge.arena import make_player
+    from cartridge.arena.accuracy import GATE_POSITIONS_SEED, solver_agreement, solver_positions
+
+    second = _register(client, load("tictactoe"), 8)
+    weighed = runner.invoke(
+        app,
+        ["gate", "--game", "tictactoe", "--games", "4", "--sims", "16"]
+        + ["--solver-margin", "0.05", "--promote", "--json"],
+    )
+    assert weighed.exit_code == 0, weighed.output
+    decision = json.loads(weighed.stdout)["decision"]
+    positions = solver_positions(load("tictactoe"), 200, GATE_POSITIONS_SEED)
+    for role, number in (("challenger", second), ("champion", version)):
+        player = make_player(f"models:/cartridge-tictactoe/{number}", load("tictactoe"), 16)
+        share = solver_agreement(player, positions)[0]
+        assert decision["solver"][role] == pytest.approx(share), role
+    assert decision["solver"]["positions"] == 200 and "gate positions" in decision["reason"]
+    if decision["promote"]:
+        tags = client.get_model_version("cartridge-tictactoe", second).tags
+        assert float(tags["gate_solver_optimal_fraction"]) == pytest.approx(
+            decision["solver"]["challenger"], abs=1e-4
+        )
+    othello = runner.invoke(app, ["gate", "--game", "othello", "--solver-margin", "0.05"])
+    assert othello.exit_code == 2 and "othello has none" in othello.output

@@ -67,6 +67,16 @@ GateMethodOption = Annotated[
 ThresholdOption = Annotated[
     float, typer.Option(min=0.01, max=0.99, help="lcb: score lower bound to clear.")
 ]
+SolverMarginOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=0.5,
+        help="TicTacToe, Connect 4: also compare solver-optimal move shares on the gate's "
+        "positions; more than this many fewer keeps a challenger out, more than this "
+        "many more promotes it unless it lost the match (0: off).",
+    ),
+]
 ValueDiscountOption = Annotated[
     float,
     typer.Option(
@@ -328,6 +338,7 @@ def gate(
     sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")] = 100,
     method: GateMethodOption = GateMethod.lcb,
     threshold: ThresholdOption = 0.55,
+    solver_margin: SolverMarginOption = 0.0,
     promote: Annotated[bool, typer.Option(help="Promote when the gate passes.")] = False,
     seed: int = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
@@ -337,7 +348,9 @@ def gate(
     from cartridge import promotion
 
     client = _tracking_client(_connect(), tracking_uri)
-    config = promotion.GateConfig(method=method.value, threshold=threshold)
+    config = promotion.GateConfig(
+        method=method.value, threshold=threshold, solver_margin=solver_margin or None
+    )
     match, decision, version = promotion.evaluate_challenger(
         client, game.value, config, games, sims, seed
     )
@@ -771,6 +784,7 @@ def _pipeline_arguments(
     fast_sims,
     search_value_weight,
     train_from,
+    gate_solver_margin,
 ) -> dict:
     return {
         "game": game.value,
@@ -792,6 +806,7 @@ def _pipeline_arguments(
         "fast_simulations": fast_sims,
         "search_value_weight": search_value_weight,
         "train_from": train_from.value,
+        "gate_solver_margin": gate_solver_margin,
     }
 
 
@@ -819,6 +834,7 @@ def pipeline_run(
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
     train_from: TrainFromOption = TrainFrom.latest,
+    gate_solver_margin: SolverMarginOption = 0.0,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
     from cartridge.pipelines import run_local
@@ -852,6 +868,7 @@ def pipeline_run(
         fast_sims,
         search_value_weight,
         train_from,
+        gate_solver_margin,
     )
     arguments.update(
         {
@@ -902,6 +919,7 @@ def pipeline_submit(
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
     train_from: TrainFromOption = TrainFrom.latest,
+    gate_solver_margin: SolverMarginOption = 0.0,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
     from cartridge.pipelines import submit
@@ -927,6 +945,7 @@ def pipeline_submit(
         fast_sims,
         search_value_weight,
         train_from,
+        gate_solver_margin,
     )
     arguments.update(
         {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}

@@ -40,6 +40,14 @@ class GateConfig(BaseModel):
     `lcb`: the lower end of the score's 95% interval must exceed `threshold`.
     `sprt`: a sequential probability ratio test of Elo `elo0` against `elo1` (with error
     rates alpha, beta) must accept `elo1` within the games played.
+
+    `solver_margin` (games with an exact solver; None: off) also weighs the share of
+    solver-optimal moves on the gate's own position set, for challenger and champion
+    alike: a challenger that plays more than `solver_margin` fewer optimal moves is
+    kept out even if it won the match, and one that plays more than `solver_margin`
+    more is promoted if it did not lose the match (score at least 0.5). A head-to-head
+    match of a few dozen games often cannot tell two close networks apart, while the
+    solver can say which one plays better moves.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,12 +58,23 @@ class GateConfig(BaseModel):
     elo1: float = 35.0
     alpha: float = Field(0.05, gt=0, lt=0.5)
     beta: float = Field(0.05, gt=0, lt=0.5)
+    solver_margin: float | None = Field(None, ge=0, le=0.5)
+    solver_positions: int = Field(200, ge=1)
+
+
+class SolverComparison(BaseModel):
+    """Shares of solver-optimal moves on the gate's position set."""
+
+    challenger: float
+    champion: float
+    positions: int
 
 
 class GateDecision(BaseModel):
     promote: bool
     reason: str
     llr: float | None = None
+    solver: SolverComparison | None = None
 
 
 def _expected_score(elo: float) -> float:
@@ -78,7 +97,30 @@ def sprt_llr(result: MatchResult, elo0: float, elo1: float) -> float:
     return n * (s1 - s0) * (2 * score - s0 - s1) / (2 * variance)
 
 
-def decide(result: MatchResult, gate: GateConfig) -> GateDecision:
+def decide(
+    result: MatchResult, gate: GateConfig, solver: SolverComparison | None = None
+) -> GateDecision:
+    """The match's verdict, then, with a `solver` comparison and a `solver_margin`, the
+    solver's say (see GateConfig)."""
+    decision = _match_decision(result, gate)
+    if solver is None or gate.solver_margin is None:
+        return decision
+    gain = solver.challenger - solver.champion
+    shares = (
+        f"solver-optimal {solver.challenger:.1%} vs champion {solver.champion:.1%} "
+        f"on {solver.positions} gate positions"
+    )
+    promote = decision.promote
+    if gain < -gate.solver_margin:
+        promote, shares = False, f"{shares}: fewer optimal moves, kept out"
+    elif gain > gate.solver_margin and result.score >= 0.5 and not promote:
+        promote, shares = True, f"{shares}: more optimal moves and not behind, promoted"
+    return GateDecision(
+        promote=promote, reason=f"{decision.reason}; {shares}", llr=decision.llr, solver=solver
+    )
+
+
+def _match_decision(result: MatchResult, gate: GateConfig) -> GateDecision:
     if gate.method == "lcb":
         low = result.ci95[0]
         passed = low > gate.threshold
@@ -257,6 +299,9 @@ def record_arena(
             tags["solver_result_fraction"] = f"{match.solver_result_fraction:.4f}"
     if decision is not None:
         tags["gate"] = decision.reason
+        if decision.solver is not None:
+            tags["gate_solver_optimal_fraction"] = f"{decision.solver.challenger:.4f}"
+            tags["gate_champion_solver_optimal_fraction"] = f"{decision.solver.champion:.4f}"
     name = registered_model_name(game_name)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -306,7 +351,13 @@ def evaluate_challenger(
     when the challenger already is the champion (a retried pipeline step)."""
     from cartridge.arena import make_player, play_match
     from cartridge.games import load
+    from cartridge.solvers import SOLVED_GAMES
 
+    if gate.solver_margin is not None and game_name not in SOLVED_GAMES:
+        raise ValueError(
+            f"a solver margin needs an exact solver; {game_name} has none "
+            f"(solved games: {', '.join(SOLVED_GAMES)})"
+        )
     game = load(game_name)
     name = registered_model_name(game_name)
     challenger = _alias_version(client, name, CHALLENGER)
@@ -327,4 +378,30 @@ def evaluate_challenger(
         from cartridge.arena.accuracy import add_solver_accuracy
 
         add_solver_accuracy(match, player1, game, solver_positions)
-    return match, decide(match, gate), challenger
+    solver = None
+    if gate.solver_margin is not None and champion:
+        solver = _compare_on_gate_positions(
+            game,
+            f"models:/{name}/{challenger}",
+            f"models:/{name}/{champion}",
+            simulations,
+            gate.solver_positions,
+        )
+    return match, decide(match, gate, solver), challenger
+
+
+def _compare_on_gate_positions(
+    game, challenger: str, champion: str, simulations: int, count: int
+) -> SolverComparison:
+    """Both networks on the gate's positions, through fresh players with the same seed:
+    a search player breaks ties with its random stream, so players that have just
+    played a match would not answer alike."""
+    from cartridge.arena import make_player
+    from cartridge.arena.accuracy import GATE_POSITIONS_SEED, solver_agreement, solver_positions
+
+    positions = solver_positions(game, count, GATE_POSITIONS_SEED)
+    shares = [
+        solver_agreement(make_player(uri, game, simulations, seed=0), positions)[0]
+        for uri in (challenger, champion)
+    ]
+    return SolverComparison(challenger=shares[0], champion=shares[1], positions=len(positions))

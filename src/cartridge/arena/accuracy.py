@@ -9,6 +9,9 @@ from cartridge.games import Game, State
 from cartridge.solvers import action_values
 
 POSITIONS_SEED = 20261126  # fixed, so the metric is comparable across runs and models
+# The gate's own set. Choosing champions by their share on the reported set would
+# inflate the reported share (the best of many noisy scores on one test set).
+GATE_POSITIONS_SEED = 20261127
 
 
 def solver_positions(game: Game, count: int, seed: int = POSITIONS_SEED) -> list[State]:
