@@ -5,6 +5,7 @@ Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .c
        [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
        [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0] [--eval-sims N]
        [--search-value-weight 0] [--train-from latest|champion] [--gate-solver-margin 0]
+       [--random-opening-plies 0]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--search-value-weight", type=float, default=0.0)
     parser.add_argument("--train-from", choices=("latest", "champion"), default="latest")
     parser.add_argument("--gate-solver-margin", type=float, default=0.0)
+    parser.add_argument("--random-opening-plies", type=int, default=0)
     args = parser.parse_args()
     eval_sims = args.eval_sims or args.sims
     os.environ["CARTRIDGE_HOME"] = args.home
@@ -106,6 +108,8 @@ def main() -> None:
                     args.train_from,
                     "--gate-solver-margin",
                     str(args.gate_solver_margin),
+                    "--random-opening-plies",
+                    str(args.random_opening_plies),
                 ],
                 check=True,
                 stdout=handle,
@@ -147,6 +151,7 @@ def main() -> None:
             "search_value_weight": args.search_value_weight,
             "train_from": args.train_from,
             "gate_solver_margin": args.gate_solver_margin,
+            "random_opening_plies": args.random_opening_plies,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],

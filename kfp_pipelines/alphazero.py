@@ -46,6 +46,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         full_search_fraction: float,
         fast_simulations: int,
         search_value_weight: float,
+        random_opening_plies: int,
         train_steps: int,
         batch_size: int,
         replay_window: int,
@@ -68,6 +69,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             "full_search_fraction": full_search_fraction,
             "fast_simulations": fast_simulations,
             "search_value_weight": search_value_weight,
+            "random_opening_plies": random_opening_plies,
             "train_steps": train_steps,
             "batch_size": batch_size,
             "replay_window": replay_window,
@@ -103,6 +105,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         full_search_fraction: float,
         fast_simulations: int,
         search_value_weight: float,
+        random_opening_plies: int,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
@@ -123,6 +126,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             full_search_fraction,
             fast_simulations,
             search_value_weight,
+            random_opening_plies,
         )
 
     @component
@@ -266,6 +270,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         full_search_fraction: float = 1.0,
         fast_simulations: int = 0,
         search_value_weight: float = 0.0,
+        random_opening_plies: int = 0,
         train_steps: int = 500,
         network_blocks: int = 5,
         network_channels: int = 64,
@@ -301,6 +306,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     full_search_fraction=full_search_fraction,
                     fast_simulations=fast_simulations,
                     search_value_weight=search_value_weight,
+                    random_opening_plies=random_opening_plies,
                     train_steps=train_steps,
                     batch_size=batch_size,
                     replay_window=replay_window,
@@ -338,6 +344,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                             full_search_fraction=full_search_fraction,
                             fast_simulations=fast_simulations,
                             search_value_weight=search_value_weight,
+                            random_opening_plies=random_opening_plies,
                             **endpoints,
                         )
                     )

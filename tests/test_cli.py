@@ -125,6 +125,7 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
             ("--search-value-weight", "1.5"),
             ("--train-from", "newest"),
             ("--gate-solver-margin", "0.9"),
+            ("--random-opening-plies", "-1"),
         ):
             refused = invoke(*command, option, value)
             assert refused.exit_code == 2 and option in refused.output, refused.output

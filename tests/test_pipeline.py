@@ -86,6 +86,8 @@ def test_submit_creates_runs_through_kfp_client():
                 "champion",
                 "--gate-solver-margin",
                 "0.02",
+                "--random-opening-plies",
+                "8",
             ],
         )
         assert result.exit_code == 0, result.output
@@ -100,6 +102,7 @@ def test_submit_creates_runs_through_kfp_client():
         assert kwargs["arguments"]["search_value_weight"] == 0.5
         assert kwargs["arguments"]["train_from"] == "champion"
         assert kwargs["arguments"]["gate_solver_margin"] == 0.02
+        assert kwargs["arguments"]["random_opening_plies"] == 8
 
         client.create_experiment.return_value.experiment_id = "exp-1"
         client.create_recurring_run.return_value.recurring_run_id = "rec-1"
@@ -154,6 +157,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             full_search_fraction=0.5,
             fast_simulations=3,
             search_value_weight=0.5,
+            random_opening_plies=4,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -176,7 +180,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     config = json.loads(metadata.read_text())["config"]
     assert config["search"]["value_discount"] == 0.95
     assert (config["full_search_fraction"], config["fast_simulations"]) == (0.5, 3)
-    assert config["search_value_weight"] == 0.5
+    assert (config["search_value_weight"], config["random_opening_plies"]) == (0.5, 4)
     second = next(r for r in children if r.data.tags["iteration"] == "2")
     first = next(r for r in children if r.data.tags["iteration"] == "1")
     first_version = client.search_model_versions(f"run_id = '{first.info.run_id}'")[0]
@@ -232,6 +236,7 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "full_search_fraction": 1.0,
         "fast_simulations": 0,
         "search_value_weight": 0.0,
+        "random_opening_plies": 0,
         "train_steps": 1,
         "batch_size": 1,
         "replay_window": 1,

@@ -125,6 +125,27 @@ def test_search_value_weight_mixes_the_root_value_into_the_target():
             SelfPlayConfig.for_game(game, 4, 8, search_value_weight=weight)
 
 
+def test_random_openings_start_games_a_few_moves_deep():
+    from cartridge.selfplay.play import _random_opening
+
+    game = load("connect4")
+    rng = np.random.default_rng(0)
+    starts = [_random_opening(game, 6, rng) for _ in range(300)]
+    assert {s.ply for s in starts} == set(range(7))
+    assert not any(s.is_terminal() for s in starts)
+    assert _random_opening(game, 0, rng).ply == 0
+    config = SelfPlayConfig.for_game(game, 24, 16, parallel_games=8, random_opening_plies=6)
+    shard = play_selfplay(game, UniformEvaluator(game), config, seed=4)
+    # Only games with no random move start on the empty board (1 in 7 on average).
+    empty_boards = (shard.planes.reshape(len(shard), -1).sum(axis=1) == 0).sum()
+    assert 0 < empty_boards < 12
+    again = play_selfplay(game, UniformEvaluator(game), config, seed=4)
+    np.testing.assert_array_equal(again.planes, shard.planes)
+    for plies in (-1, 65):
+        with pytest.raises(ValueError, match="random_opening_plies"):
+            SelfPlayConfig.for_game(game, 4, 8, random_opening_plies=plies)
+
+
 def test_playout_cap_validation():
     game = load("tictactoe")
     with pytest.raises(ValueError, match="fast_simulations"):

@@ -108,6 +108,15 @@ SearchValueWeightOption = Annotated[
     ),
 ]
 
+RandomOpeningOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=64,
+        help="Start each self-play game after 0..N uniformly random, unrecorded moves.",
+    ),
+]
+
 
 class TrainFrom(StrEnum):
     latest = "latest"
@@ -209,6 +218,7 @@ def selfplay(
     full_search_fraction: FullSearchOption = 1.0,
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
+    random_opening_plies: RandomOpeningOption = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Play GAMES self-play games and write one replay shard to OUT."""
@@ -237,6 +247,7 @@ def selfplay(
         full_search_fraction=full_search_fraction,
         fast_simulations=fast_sims or None,
         search_value_weight=search_value_weight,
+        random_opening_plies=random_opening_plies,
     )
     with progress_bar(f"self-play {g.name}", games, enabled=not quiet) as advance:
         shard = play_selfplay(
@@ -785,6 +796,7 @@ def _pipeline_arguments(
     search_value_weight,
     train_from,
     gate_solver_margin,
+    random_opening_plies,
 ) -> dict:
     return {
         "game": game.value,
@@ -807,6 +819,7 @@ def _pipeline_arguments(
         "search_value_weight": search_value_weight,
         "train_from": train_from.value,
         "gate_solver_margin": gate_solver_margin,
+        "random_opening_plies": random_opening_plies,
     }
 
 
@@ -835,6 +848,7 @@ def pipeline_run(
     search_value_weight: SearchValueWeightOption = 0.0,
     train_from: TrainFromOption = TrainFrom.latest,
     gate_solver_margin: SolverMarginOption = 0.0,
+    random_opening_plies: RandomOpeningOption = 0,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
     from cartridge.pipelines import run_local
@@ -869,6 +883,7 @@ def pipeline_run(
         search_value_weight,
         train_from,
         gate_solver_margin,
+        random_opening_plies,
     )
     arguments.update(
         {
@@ -920,6 +935,7 @@ def pipeline_submit(
     search_value_weight: SearchValueWeightOption = 0.0,
     train_from: TrainFromOption = TrainFrom.latest,
     gate_solver_margin: SolverMarginOption = 0.0,
+    random_opening_plies: RandomOpeningOption = 0,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
     from cartridge.pipelines import submit
@@ -946,6 +962,7 @@ def pipeline_submit(
         search_value_weight,
         train_from,
         gate_solver_margin,
+        random_opening_plies,
     )
     arguments.update(
         {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}

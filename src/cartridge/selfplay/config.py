@@ -31,6 +31,13 @@ class SelfPlayConfig(BaseModel):
     fast_simulations: int | None = Field(
         None, ge=1, description="Simulations of an unrecorded move (default: a quarter)."
     )
+    random_opening_plies: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Each game starts after k uniformly random moves, k drawn from "
+        "0..random_opening_plies; those moves are neither searched nor recorded.",
+    )
     search_value_weight: float = Field(
         0.0,
         ge=0,

@@ -67,19 +67,25 @@ def play_selfplay(
     leaf per running game. Finished slots start the next game until all are
     played. With `full_search_fraction` below 1, every move first gets the fast
     search, then the moves drawn for a full search get the remaining simulations
-    (in a second, smaller batch), and only those are recorded. Everything random
-    comes from `seed`, so a deterministic evaluator gives the same shard for the
-    same seed.
+    (in a second, smaller batch), and only those are recorded. With
+    `random_opening_plies`, games start from random positions a few moves deep.
+    Everything random comes from `seed`, so a deterministic evaluator gives the same
+    shard for the same seed.
     """
     slots = min(config.parallel_games, config.games)
     search = BatchedMCTS(game, slots, config.search, seed=seed)
     capped = config.full_search_fraction < 1
     fast = config.fast_search_simulations
     draws = np.random.default_rng([seed, 1])
+    openings = np.random.default_rng([seed, 2])
+
+    def first_state() -> State:
+        return _random_opening(game, config.random_opening_plies, openings)
+
     states: list[State] = []
     records: list[_GameRecord] = []
     for i in range(slots):
-        states.append(game.new_initial_state())
+        states.append(first_state())
         records.append(_GameRecord())
         search.reset(i, states[i])
     started, finished = slots, 0
@@ -129,7 +135,7 @@ def play_selfplay(
                 on_game_end(finished)
             if started < config.games:
                 started += 1
-                states[i], records[i] = game.new_initial_state(), _GameRecord()
+                states[i], records[i] = first_state(), _GameRecord()
                 search.reset(i, states[i])
             else:
                 active[i] = False
@@ -155,6 +161,27 @@ def play_selfplay(
         legal_mask=_stack(legal, (0, game.num_actions), np.bool_),
         metadata=metadata,
     )
+
+
+def _random_opening(game: Game, max_plies: int, rng: np.random.Generator) -> State:
+    """The start of a game: k uniformly random moves from the initial position, k drawn
+    from 0..max_plies (a line that ends the game is drawn again).
+
+    Why: self-play from the initial position alone, sampled for a few moves and then
+    greedy, visits a narrow set of openings, so the network knows little about
+    positions its own play avoids but an opponent can reach, such as a first move
+    on the edge in Connect 4. The random moves are not searched, so they cost
+    nothing and are not recorded; everything after them is played and recorded as
+    usual.
+    """
+    while True:
+        state = game.new_initial_state()
+        for _ in range(int(rng.integers(0, max_plies + 1)) if max_plies else 0):
+            state = state.apply(int(rng.choice(state.legal_actions())))
+            if state.is_terminal():
+                break
+        if not state.is_terminal():
+            return state
 
 
 def _stack(rows: list[np.ndarray], empty_shape: tuple, dtype) -> np.ndarray:
