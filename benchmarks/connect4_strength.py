@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .c
        [--blocks 5 --channels 64] [--sims 50] [--iterations 2] [--games-per-shard 64]
        [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
        [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0] [--eval-sims N]
-       [--search-value-weight 0] [--train-from latest|champion] [--gate-solver-margin 0]
+       [--search-value-weight 0] [--train-from latest|champion] [--gate-solver-z 0]
        [--random-opening-plies 0]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--eval-sims", type=int, default=None)
     parser.add_argument("--search-value-weight", type=float, default=0.0)
     parser.add_argument("--train-from", choices=("latest", "champion"), default="latest")
-    parser.add_argument("--gate-solver-margin", type=float, default=0.0)
+    parser.add_argument("--gate-solver-z", type=float, default=0.0)
     parser.add_argument("--random-opening-plies", type=int, default=0)
     args = parser.parse_args()
     eval_sims = args.eval_sims or args.sims
@@ -106,8 +106,8 @@ def main() -> None:
                     str(args.search_value_weight),
                     "--train-from",
                     args.train_from,
-                    "--gate-solver-margin",
-                    str(args.gate_solver_margin),
+                    "--gate-solver-z",
+                    str(args.gate_solver_z),
                     "--random-opening-plies",
                     str(args.random_opening_plies),
                 ],
@@ -150,7 +150,7 @@ def main() -> None:
             "fast_sims": args.fast_sims,
             "search_value_weight": args.search_value_weight,
             "train_from": args.train_from,
-            "gate_solver_margin": args.gate_solver_margin,
+            "gate_solver_z": args.gate_solver_z,
             "random_opening_plies": args.random_opening_plies,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],

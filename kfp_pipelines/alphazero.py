@@ -54,7 +54,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         arena_games: int,
         gate_method: str,
         gate_threshold: float,
-        gate_solver_margin: float,
+        gate_solver_z: float,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
@@ -77,7 +77,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             "arena_games": arena_games,
             "gate_method": gate_method,
             "gate_threshold": gate_threshold,
-            "gate_solver_margin": gate_solver_margin,
+            "gate_solver_z": gate_solver_z,
         }
         return loop.begin_pipeline_run(game, pipeline_run_id, params)
 
@@ -179,7 +179,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         simulations: int,
         gate_method: str,
         gate_threshold: float,
-        gate_solver_margin: float,
+        gate_solver_z: float,
         seed: int,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
@@ -189,7 +189,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         loop.connect(mlflow_tracking_uri, s3_endpoint)
         print(f"challenger {challenger}")
         return loop.arena_step(
-            game, games, simulations, gate_method, gate_threshold, seed, gate_solver_margin
+            game, games, simulations, gate_method, gate_threshold, seed, gate_solver_z
         )
 
     @component
@@ -281,7 +281,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         arena_simulations: int = 100,
         gate_method: str = "lcb",
         gate_threshold: float = 0.55,
-        gate_solver_margin: float = 0.0,
+        gate_solver_z: float = 0.0,
         seed: int = 0,
         mlflow_tracking_uri: str = "http://mlflow.cartridge.svc:5000",
         s3_endpoint: str = "http://minio.cartridge.svc:9000",
@@ -314,7 +314,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     arena_games=arena_games,
                     gate_method=gate_method,
                     gate_threshold=gate_threshold,
-                    gate_solver_margin=gate_solver_margin,
+                    gate_solver_z=gate_solver_z,
                     **endpoints,
                 )
             )
@@ -392,7 +392,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                         simulations=arena_simulations,
                         gate_method=gate_method,
                         gate_threshold=gate_threshold,
-                        gate_solver_margin=gate_solver_margin,
+                        gate_solver_z=gate_solver_z,
                         seed=seed,
                         **endpoints,
                     )

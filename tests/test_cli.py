@@ -124,13 +124,13 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
             ("--threshold", "1.5"),
             ("--search-value-weight", "1.5"),
             ("--train-from", "newest"),
-            ("--gate-solver-margin", "0.9"),
+            ("--gate-solver-z", "11"),
             ("--random-opening-plies", "-1"),
         ):
             refused = invoke(*command, option, value)
             assert refused.exit_code == 2 and option in refused.output, refused.output
-    bad_margin = invoke("gate", "--game", "connect4", "--solver-margin", "0.9")
-    assert bad_margin.exit_code == 2 and "--solver-margin" in bad_margin.output
+    bad_solver_z = invoke("gate", "--game", "connect4", "--solver-z", "-1")
+    assert bad_solver_z.exit_code == 2 and "--solver-z" in bad_solver_z.output
     bad_gate = invoke("gate", "--game", "tictactoe", "--method", "best-of-3")
     assert bad_gate.exit_code == 2 and "'best-of-3' is not one of" in bad_gate.output
 

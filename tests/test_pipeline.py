@@ -84,7 +84,7 @@ def test_submit_creates_runs_through_kfp_client():
                 "0.5",
                 "--train-from",
                 "champion",
-                "--gate-solver-margin",
+                "--gate-solver-z",
                 "0.02",
                 "--random-opening-plies",
                 "8",
@@ -101,7 +101,7 @@ def test_submit_creates_runs_through_kfp_client():
         assert kwargs["arguments"]["fast_simulations"] == 0
         assert kwargs["arguments"]["search_value_weight"] == 0.5
         assert kwargs["arguments"]["train_from"] == "champion"
-        assert kwargs["arguments"]["gate_solver_margin"] == 0.02
+        assert kwargs["arguments"]["gate_solver_z"] == 0.02
         assert kwargs["arguments"]["random_opening_plies"] == 8
 
         client.create_experiment.return_value.experiment_id = "exp-1"
@@ -244,7 +244,7 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "arena_games": 2,
         "gate_method": "sprt",
         "gate_threshold": 0.5,
-        "gate_solver_margin": 0.02,
+        "gate_solver_z": 0.02,
     }
     check_parameters("connect4", good)
     with pytest.raises(ValueError) as bad:
@@ -268,9 +268,9 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "train_from: Input should be 'latest' or 'champion'",
     ):
         assert problem in str(bad.value)
-    with pytest.raises(ValueError, match="gate_solver_margin: othello has no exact solver"):
+    with pytest.raises(ValueError, match="gate_solver_z: othello has no exact solver"):
         check_parameters("othello", good)
-    check_parameters("othello", {**good, "gate_solver_margin": 0.0})
+    check_parameters("othello", {**good, "gate_solver_z": 0.0})
     with pytest.raises(ValueError, match=r"fast_simulations \(1\) must be below simulations"):
         check_parameters("connect4", {**good, "full_search_fraction": 0.5})
 

@@ -40,30 +40,39 @@ def test_sprt_gate():
         GateConfig(threshold=1.5)
 
 
-def test_solver_margin_gate():
-    gate = GateConfig(threshold=0.55, solver_margin=0.02)
+def test_solver_z_gate():
+    gate = GateConfig(threshold=0.55, solver_z=1.96)
     won = summarize("c", "k", "connect4", 80, 10, 10)  # passes the match gate
     close = summarize("c", "k", "connect4", 30, 24, 6)  # 0.55, lower bound below 0.55
     lost = summarize("c", "k", "connect4", 24, 30, 6)
 
-    def solver(challenger, champion=0.80):
-        return SolverComparison(challenger=challenger, champion=champion, positions=200)
+    def solver(only_challenger, only_champion):
+        champion = 0.80
+        gain = (only_challenger - only_champion) / 400
+        return SolverComparison(
+            challenger=champion + gain,
+            champion=champion,
+            positions=400,
+            only_challenger=only_challenger,
+            only_champion=only_champion,
+        )
 
-    worse = decide(won, gate, solver(0.75))
+    assert solver(30, 10).z == pytest.approx(20 / 40**0.5)
+    worse = decide(won, gate, solver(5, 25))  # z -3.65
     assert not worse.promote and "fewer optimal moves" in worse.reason
-    better = decide(close, gate, solver(0.86))
-    assert better.promote and "more optimal moves" in better.reason
-    assert better.solver.challenger == 0.86
-    assert not decide(lost, gate, solver(0.86)).promote  # better moves, but lost the match
-    assert decide(won, gate, solver(0.79)).promote  # within the margin: the match decides
-    assert not decide(close, gate, solver(0.81)).promote
-    assert "80.0%" in decide(won, gate, solver(0.79)).reason
-    # Without a margin the solver has no say, and shares alone change nothing.
-    assert decide(won, GateConfig(), solver(0.5)).promote
+    better = decide(close, gate, solver(25, 5))
+    assert better.promote and "more optimal moves" in better.reason and "z +3.65" in better.reason
+    assert not decide(lost, gate, solver(25, 5)).promote  # better moves, but lost the match
+    # 8 more optimal moves among 400 can be the positions' luck: the match decides.
+    assert decide(won, gate, solver(10, 18)).promote
+    assert not decide(close, gate, solver(18, 10)).promote
+    assert solver(0, 0).z == 0.0
+    # Without a threshold the solver has no say.
+    assert decide(won, GateConfig(), solver(0, 40)).promote
     assert not decide(close, gate).promote and decide(close, gate).solver is None
-    for margin in (-0.1, 0.6):
-        with pytest.raises(ValueError, match="solver_margin"):
-            GateConfig(solver_margin=margin)
+    for z in (0, -1, 11):
+        with pytest.raises(ValueError, match="solver_z"):
+            GateConfig(solver_z=z)
 
 
 def _register(client, game, seed):
@@ -147,28 +156,38 @@ def test_gate_command_promotes_the_first_challenger_that_beats_random(stack_env)
     no_previous = runner.invoke(app, ["promote", "--game", "tictactoe", "--rollback"])
     assert no_previous.exit_code == 2 and "no 'previous' version" in no_previous.output
 
-    # With a solver margin both networks are measured on the gate's own positions.
+    # With a solver check both networks are measured on the gate's own positions.
     from cartridge.arena import make_player
-    from cartridge.arena.accuracy import GATE_POSITIONS_SEED, solver_agreement, solver_positions
+    from cartridge.arena.accuracy import GATE_POSITIONS_SEED, optimal_moves, solver_positions
 
     second = _register(client, load("tictactoe"), 8)
     weighed = runner.invoke(
         app,
         ["gate", "--game", "tictactoe", "--games", "4", "--sims", "16"]
-        + ["--solver-margin", "0.05", "--promote", "--json"],
+        + ["--solver-z", "1.96", "--promote", "--json"],
     )
     assert weighed.exit_code == 0, weighed.output
     decision = json.loads(weighed.stdout)["decision"]
-    positions = solver_positions(load("tictactoe"), 200, GATE_POSITIONS_SEED)
-    for role, number in (("challenger", second), ("champion", version)):
-        player = make_player(f"models:/cartridge-tictactoe/{number}", load("tictactoe"), 16)
-        share = solver_agreement(player, positions)[0]
-        assert decision["solver"][role] == pytest.approx(share), role
-    assert decision["solver"]["positions"] == 200 and "gate positions" in decision["reason"]
+    positions = solver_positions(load("tictactoe"), 400, GATE_POSITIONS_SEED)
+    new, old = (
+        optimal_moves(
+            make_player(f"models:/cartridge-tictactoe/{n}", load("tictactoe"), 16), positions
+        )
+        for n in (second, version)
+    )
+    solver = decision["solver"]
+    assert (solver["challenger"], solver["champion"]) == (
+        pytest.approx(new.mean()),
+        pytest.approx(old.mean()),
+    )
+    assert (solver["only_challenger"], solver["only_champion"]) == (
+        (new & ~old).sum(),
+        (old & ~new).sum(),
+    )
+    assert solver["positions"] == 400 and "gate positions, z " in decision["reason"]
     if decision["promote"]:
         tags = client.get_model_version("cartridge-tictactoe", second).tags
-        assert float(tags["gate_solver_optimal_fraction"]) == pytest.approx(
-            decision["solver"]["challenger"], abs=1e-4
-        )
-    othello = runner.invoke(app, ["gate", "--game", "othello", "--solver-margin", "0.05"])
+        assert float(tags["gate_solver_optimal_fraction"]) == pytest.approx(new.mean(), abs=1e-4)
+        assert "gate_solver_z" in tags
+    othello = runner.invoke(app, ["gate", "--game", "othello", "--solver-z", "2"])
     assert othello.exit_code == 2 and "othello has none" in othello.output

@@ -67,14 +67,14 @@ GateMethodOption = Annotated[
 ThresholdOption = Annotated[
     float, typer.Option(min=0.01, max=0.99, help="lcb: score lower bound to clear.")
 ]
-SolverMarginOption = Annotated[
+SolverZOption = Annotated[
     float,
     typer.Option(
         min=0.0,
-        max=0.5,
-        help="TicTacToe, Connect 4: also compare solver-optimal move shares on the gate's "
-        "positions; more than this many fewer keeps a challenger out, more than this "
-        "many more promotes it unless it lost the match (0: off).",
+        max=10.0,
+        help="TicTacToe, Connect 4: also ask the solver. A paired test of both networks' "
+        "optimal moves on the gate's positions below -Z keeps a challenger out, above Z "
+        "promotes it unless it lost the match (0: off; 1.96 for 95%).",
     ),
 ]
 ValueDiscountOption = Annotated[
@@ -349,7 +349,7 @@ def gate(
     sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")] = 100,
     method: GateMethodOption = GateMethod.lcb,
     threshold: ThresholdOption = 0.55,
-    solver_margin: SolverMarginOption = 0.0,
+    solver_z: SolverZOption = 0.0,
     promote: Annotated[bool, typer.Option(help="Promote when the gate passes.")] = False,
     seed: int = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
@@ -360,7 +360,7 @@ def gate(
 
     client = _tracking_client(_connect(), tracking_uri)
     config = promotion.GateConfig(
-        method=method.value, threshold=threshold, solver_margin=solver_margin or None
+        method=method.value, threshold=threshold, solver_z=solver_z or None
     )
     match, decision, version = promotion.evaluate_challenger(
         client, game.value, config, games, sims, seed
@@ -795,7 +795,7 @@ def _pipeline_arguments(
     fast_sims,
     search_value_weight,
     train_from,
-    gate_solver_margin,
+    gate_solver_z,
     random_opening_plies,
 ) -> dict:
     return {
@@ -818,7 +818,7 @@ def _pipeline_arguments(
         "fast_simulations": fast_sims,
         "search_value_weight": search_value_weight,
         "train_from": train_from.value,
-        "gate_solver_margin": gate_solver_margin,
+        "gate_solver_z": gate_solver_z,
         "random_opening_plies": random_opening_plies,
     }
 
@@ -847,7 +847,7 @@ def pipeline_run(
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
     train_from: TrainFromOption = TrainFrom.latest,
-    gate_solver_margin: SolverMarginOption = 0.0,
+    gate_solver_z: SolverZOption = 0.0,
     random_opening_plies: RandomOpeningOption = 0,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
@@ -882,7 +882,7 @@ def pipeline_run(
         fast_sims,
         search_value_weight,
         train_from,
-        gate_solver_margin,
+        gate_solver_z,
         random_opening_plies,
     )
     arguments.update(
@@ -934,7 +934,7 @@ def pipeline_submit(
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
     train_from: TrainFromOption = TrainFrom.latest,
-    gate_solver_margin: SolverMarginOption = 0.0,
+    gate_solver_z: SolverZOption = 0.0,
     random_opening_plies: RandomOpeningOption = 0,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
@@ -961,7 +961,7 @@ def pipeline_submit(
         fast_sims,
         search_value_weight,
         train_from,
-        gate_solver_margin,
+        gate_solver_z,
         random_opening_plies,
     )
     arguments.update(

@@ -97,7 +97,7 @@ class PipelineParameters(BaseModel):
     arena_games: int = Field(ge=2)
     gate_method: Literal["lcb", "sprt"]
     gate_threshold: float = Field(gt=0, lt=1)
-    gate_solver_margin: float = Field(ge=0, le=0.5)
+    gate_solver_z: float = Field(ge=0, le=10)
 
 
 def check_parameters(game_name: str, params: dict) -> None:
@@ -131,9 +131,9 @@ def check_parameters(game_name: str, params: dict) -> None:
                 problems += [e["msg"].removeprefix("Value error, ") for e in error.errors()]
         from cartridge.solvers import SOLVED_GAMES
 
-        if checked.gate_solver_margin and game_name not in SOLVED_GAMES:
+        if checked.gate_solver_z and game_name not in SOLVED_GAMES:
             problems.append(
-                f"gate_solver_margin: {game_name} has no exact solver "
+                f"gate_solver_z: {game_name} has no exact solver "
                 f"(solved games: {', '.join(SOLVED_GAMES)}); use 0"
             )
     if problems:
@@ -358,15 +358,15 @@ def arena_step(
     method: str,
     threshold: float,
     seed: int,
-    solver_margin: float = 0.0,
+    solver_z: float = 0.0,
 ) -> bool:
     """Challenger vs champion (vs random at first); the results become tags on the
     challenger's version whatever the outcome. Returns whether the gate passed.
-    `solver_margin` 0 leaves the solver out of the gate."""
+    `solver_z` 0 leaves the solver out of the gate (see GateConfig)."""
     from cartridge.promotion import GateConfig, evaluate_challenger, record_arena
 
     client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    gate = GateConfig(method=method, threshold=threshold, solver_margin=solver_margin or None)
+    gate = GateConfig(method=method, threshold=threshold, solver_z=solver_z or None)
     match, decision, version = evaluate_challenger(
         client, game_name, gate, games, simulations, seed
     )

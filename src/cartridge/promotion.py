@@ -41,13 +41,16 @@ class GateConfig(BaseModel):
     `sprt`: a sequential probability ratio test of Elo `elo0` against `elo1` (with error
     rates alpha, beta) must accept `elo1` within the games played.
 
-    `solver_margin` (games with an exact solver; None: off) also weighs the share of
-    solver-optimal moves on the gate's own position set, for challenger and champion
-    alike: a challenger that plays more than `solver_margin` fewer optimal moves is
-    kept out even if it won the match, and one that plays more than `solver_margin`
-    more is promoted if it did not lose the match (score at least 0.5). A head-to-head
-    match of a few dozen games often cannot tell two close networks apart, while the
-    solver can say which one plays better moves.
+    `solver_z` (games with an exact solver; None: off) also asks the solver: challenger
+    and champion each pick a move in the gate's own fixed positions, and a paired test
+    (McNemar's) on the positions where exactly one of them is optimal gives a z score.
+    Below -`solver_z` the challenger is kept out even if it won the match; above
+    `solver_z` it is promoted if it did not lose the match (score at least 0.5).
+    In between the match decides. A match of a few dozen games often cannot tell two
+    close networks apart; the solver can, but only the paired test says when a
+    difference in shares is more than the choice of positions (a fixed 2-point margin
+    on 200 positions measured as noise: it kept out challengers that were better on
+    another position set).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,16 +61,26 @@ class GateConfig(BaseModel):
     elo1: float = 35.0
     alpha: float = Field(0.05, gt=0, lt=0.5)
     beta: float = Field(0.05, gt=0, lt=0.5)
-    solver_margin: float | None = Field(None, ge=0, le=0.5)
-    solver_positions: int = Field(200, ge=1)
+    solver_z: float | None = Field(None, gt=0, le=10)
+    solver_positions: int = Field(400, ge=1)
 
 
 class SolverComparison(BaseModel):
-    """Shares of solver-optimal moves on the gate's position set."""
+    """Solver-optimal moves of challenger and champion on the gate's position set."""
 
-    challenger: float
+    challenger: float  # share of positions where its move is optimal
     champion: float
     positions: int
+    only_challenger: int  # positions where only the challenger's move is optimal
+    only_champion: int
+
+    @property
+    def z(self) -> float:
+        """McNemar's statistic, signed: positive when the challenger is better."""
+        discordant = self.only_challenger + self.only_champion
+        if discordant == 0:
+            return 0.0
+        return (self.only_challenger - self.only_champion) / math.sqrt(discordant)
 
 
 class GateDecision(BaseModel):
@@ -100,20 +113,19 @@ def sprt_llr(result: MatchResult, elo0: float, elo1: float) -> float:
 def decide(
     result: MatchResult, gate: GateConfig, solver: SolverComparison | None = None
 ) -> GateDecision:
-    """The match's verdict, then, with a `solver` comparison and a `solver_margin`, the
+    """The match's verdict, then, with a `solver` comparison and a `solver_z`, the
     solver's say (see GateConfig)."""
     decision = _match_decision(result, gate)
-    if solver is None or gate.solver_margin is None:
+    if solver is None or gate.solver_z is None:
         return decision
-    gain = solver.challenger - solver.champion
     shares = (
         f"solver-optimal {solver.challenger:.1%} vs champion {solver.champion:.1%} "
-        f"on {solver.positions} gate positions"
+        f"on {solver.positions} gate positions, z {solver.z:+.2f}"
     )
     promote = decision.promote
-    if gain < -gate.solver_margin:
+    if solver.z < -gate.solver_z:
         promote, shares = False, f"{shares}: fewer optimal moves, kept out"
-    elif gain > gate.solver_margin and result.score >= 0.5 and not promote:
+    elif solver.z > gate.solver_z and result.score >= 0.5 and not promote:
         promote, shares = True, f"{shares}: more optimal moves and not behind, promoted"
     return GateDecision(
         promote=promote, reason=f"{decision.reason}; {shares}", llr=decision.llr, solver=solver
@@ -302,6 +314,7 @@ def record_arena(
         if decision.solver is not None:
             tags["gate_solver_optimal_fraction"] = f"{decision.solver.challenger:.4f}"
             tags["gate_champion_solver_optimal_fraction"] = f"{decision.solver.champion:.4f}"
+            tags["gate_solver_z"] = f"{decision.solver.z:.2f}"
     name = registered_model_name(game_name)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -353,9 +366,9 @@ def evaluate_challenger(
     from cartridge.games import load
     from cartridge.solvers import SOLVED_GAMES
 
-    if gate.solver_margin is not None and game_name not in SOLVED_GAMES:
+    if gate.solver_z is not None and game_name not in SOLVED_GAMES:
         raise ValueError(
-            f"a solver margin needs an exact solver; {game_name} has none "
+            f"a solver check needs an exact solver; {game_name} has none "
             f"(solved games: {', '.join(SOLVED_GAMES)})"
         )
     game = load(game_name)
@@ -379,7 +392,7 @@ def evaluate_challenger(
 
         add_solver_accuracy(match, player1, game, solver_positions)
     solver = None
-    if gate.solver_margin is not None and champion:
+    if gate.solver_z is not None and champion:
         solver = _compare_on_gate_positions(
             game,
             f"models:/{name}/{challenger}",
@@ -397,11 +410,17 @@ def _compare_on_gate_positions(
     a search player breaks ties with its random stream, so players that have just
     played a match would not answer alike."""
     from cartridge.arena import make_player
-    from cartridge.arena.accuracy import GATE_POSITIONS_SEED, solver_agreement, solver_positions
+    from cartridge.arena.accuracy import GATE_POSITIONS_SEED, optimal_moves, solver_positions
 
     positions = solver_positions(game, count, GATE_POSITIONS_SEED)
-    shares = [
-        solver_agreement(make_player(uri, game, simulations, seed=0), positions)[0]
+    new, old = (
+        optimal_moves(make_player(uri, game, simulations, seed=0), positions)
         for uri in (challenger, champion)
-    ]
-    return SolverComparison(challenger=shares[0], champion=shares[1], positions=len(positions))
+    )
+    return SolverComparison(
+        challenger=float(new.mean()),
+        champion=float(old.mean()),
+        positions=len(positions),
+        only_challenger=int((new & ~old).sum()),
+        only_champion=int((old & ~new).sum()),
+    )

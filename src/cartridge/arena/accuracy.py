@@ -51,6 +51,16 @@ def solver_agreement(player: Player, positions: list[State]) -> tuple[float, flo
     return optimal / len(positions), keeps_result / len(positions)
 
 
+def optimal_moves(player: Player, positions: list[State]) -> np.ndarray:
+    """Per position, whether `player`'s move has the solver's best value."""
+    chosen = player.choose(positions)
+    flags = []
+    for state, action in zip(positions, chosen, strict=True):
+        values = action_values(state)
+        flags.append(values[action] == max(values.values()))
+    return np.array(flags, dtype=bool)
+
+
 def solver_optimal_fraction(player: Player, positions: list[State]) -> float:
     """Share of `positions` where `player`'s move has the solver's best value."""
     return solver_agreement(player, positions)[0]
