@@ -41,24 +41,24 @@ def solver_agreement(player: Player, positions: list[State]) -> tuple[float, flo
     - keeps result: the move keeps the game-theoretic result (win, draw or loss) of
       the best move, the measure most published Connect 4 benchmarks quote.
     """
-    chosen = player.choose(positions)
-    optimal = keeps_result = 0
-    for state, action in zip(positions, chosen, strict=True):
-        values = action_values(state)
-        best = max(values.values())
-        optimal += values[action] == best
-        keeps_result += np.sign(values[action]) == np.sign(best)
-    return optimal / len(positions), keeps_result / len(positions)
+    optimal, keeps_result = _judge(player, positions)
+    return float(optimal.mean()), float(keeps_result.mean())
 
 
 def optimal_moves(player: Player, positions: list[State]) -> np.ndarray:
     """Per position, whether `player`'s move has the solver's best value."""
+    return _judge(player, positions)[0]
+
+
+def _judge(player: Player, positions: list[State]) -> tuple[np.ndarray, np.ndarray]:
     chosen = player.choose(positions)
-    flags = []
+    optimal, keeps_result = [], []
     for state, action in zip(positions, chosen, strict=True):
         values = action_values(state)
-        flags.append(values[action] == max(values.values()))
-    return np.array(flags, dtype=bool)
+        best = max(values.values())
+        optimal.append(values[action] == best)
+        keeps_result.append(np.sign(values[action]) == np.sign(best))
+    return np.array(optimal, dtype=bool), np.array(keeps_result, dtype=bool)
 
 
 def solver_optimal_fraction(player: Player, positions: list[State]) -> float:
