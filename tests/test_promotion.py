@@ -10,9 +10,11 @@ from cartridge.games import load
 from cartridge.networks import build_network, export_onnx
 from cartridge.promotion import (
     GateConfig,
+    GateDecision,
     SolverComparison,
     decide,
     promote,
+    record_arena,
     rollback,
     sprt_llr,
 )
@@ -164,7 +166,7 @@ def test_gate_command_promotes_the_first_challenger_that_beats_random(stack_env)
     weighed = runner.invoke(
         app,
         ["gate", "--game", "tictactoe", "--games", "4", "--sims", "16"]
-        + ["--solver-z", "1.96", "--promote", "--json"],
+        + ["--solver-z", "1.96", "--json"],
     )
     assert weighed.exit_code == 0, weighed.output
     decision = json.loads(weighed.stdout)["decision"]
@@ -185,9 +187,15 @@ def test_gate_command_promotes_the_first_challenger_that_beats_random(stack_env)
         (old & ~new).sum(),
     )
     assert solver["positions"] == 400 and "gate positions, z " in decision["reason"]
-    if decision["promote"]:
-        tags = client.get_model_version("cartridge-tictactoe", second).tags
-        assert float(tags["gate_solver_optimal_fraction"]) == pytest.approx(new.mean(), abs=1e-4)
-        assert "gate_solver_z" in tags
+    # Promoted or not, the arena record carries both shares and the z score.
+    record_arena(client, "tictactoe", second, None, GateDecision.model_validate(decision))
+    tags = client.get_model_version("cartridge-tictactoe", second).tags
+    assert float(tags["gate_solver_optimal_fraction"]) == pytest.approx(new.mean(), abs=1e-4)
+    assert float(tags["gate_champion_solver_optimal_fraction"]) == pytest.approx(
+        old.mean(), abs=1e-4
+    )
+    assert float(tags["gate_solver_z"]) == pytest.approx(
+        GateDecision.model_validate(decision).solver.z, abs=0.01
+    )
     othello = runner.invoke(app, ["gate", "--game", "othello", "--solver-z", "2"])
     assert othello.exit_code == 2 and "othello has none" in othello.output

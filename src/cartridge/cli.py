@@ -776,6 +776,7 @@ def pipeline_compile(
 
 
 def _pipeline_arguments(
+    *,
     game,
     shards,
     blocks,
@@ -798,6 +799,8 @@ def _pipeline_arguments(
     gate_solver_z,
     random_opening_plies,
 ) -> dict:
+    """The pipeline's arguments from `pipeline run`/`submit` options (keywords only: the
+    two commands pass the same long list, and a positional slip would go unnoticed)."""
     return {
         "game": game.value,
         "shards": list(range(shards)),
@@ -863,27 +866,27 @@ def pipeline_run(
         )
     bucket = os.environ.get("CARTRIDGE_BUCKET", stack.bucket)
     arguments = _pipeline_arguments(
-        game,
-        shards,
-        blocks,
-        channels,
-        games_per_shard,
-        sims,
-        train_steps,
-        batch_size,
-        window,
-        arena_games,
-        arena_sims,
-        gate_method,
-        threshold,
-        seed,
-        value_discount,
-        full_search_fraction,
-        fast_sims,
-        search_value_weight,
-        train_from,
-        gate_solver_z,
-        random_opening_plies,
+        game=game,
+        shards=shards,
+        blocks=blocks,
+        channels=channels,
+        games_per_shard=games_per_shard,
+        sims=sims,
+        train_steps=train_steps,
+        batch_size=batch_size,
+        window=window,
+        arena_games=arena_games,
+        arena_sims=arena_sims,
+        gate_method=gate_method,
+        threshold=threshold,
+        seed=seed,
+        value_discount=value_discount,
+        full_search_fraction=full_search_fraction,
+        fast_sims=fast_sims,
+        search_value_weight=search_value_weight,
+        train_from=train_from,
+        gate_solver_z=gate_solver_z,
+        random_opening_plies=random_opening_plies,
     )
     arguments.update(
         {
@@ -942,27 +945,27 @@ def pipeline_submit(
     from kfp_pipelines.alphazero import DEFAULT_IMAGE
 
     arguments = _pipeline_arguments(
-        game,
-        shards,
-        blocks,
-        channels,
-        games_per_shard,
-        sims,
-        train_steps,
-        batch_size,
-        window,
-        arena_games,
-        arena_sims,
-        gate_method,
-        threshold,
-        seed,
-        value_discount,
-        full_search_fraction,
-        fast_sims,
-        search_value_weight,
-        train_from,
-        gate_solver_z,
-        random_opening_plies,
+        game=game,
+        shards=shards,
+        blocks=blocks,
+        channels=channels,
+        games_per_shard=games_per_shard,
+        sims=sims,
+        train_steps=train_steps,
+        batch_size=batch_size,
+        window=window,
+        arena_games=arena_games,
+        arena_sims=arena_sims,
+        gate_method=gate_method,
+        threshold=threshold,
+        seed=seed,
+        value_discount=value_discount,
+        full_search_fraction=full_search_fraction,
+        fast_sims=fast_sims,
+        search_value_weight=search_value_weight,
+        train_from=train_from,
+        gate_solver_z=gate_solver_z,
+        random_opening_plies=random_opening_plies,
     )
     arguments.update(
         {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}

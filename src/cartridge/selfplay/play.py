@@ -176,7 +176,7 @@ def _random_opening(game: Game, max_plies: int, rng: np.random.Generator) -> Sta
     """
     while True:
         state = game.new_initial_state()
-        for _ in range(int(rng.integers(0, max_plies + 1)) if max_plies else 0):
+        for _ in range(int(rng.integers(0, max_plies + 1))):
             state = state.apply(int(rng.choice(state.legal_actions())))
             if state.is_terminal():
                 break
