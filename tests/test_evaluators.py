@@ -87,3 +87,27 @@ def test_make_evaluator_specs(onnx_models):
     assert isinstance(make_evaluator(str(onnx_models["tictactoe"][0]), game), OnnxEvaluator)
     with pytest.raises(ValueError, match="unknown evaluator"):
         make_evaluator("resnet", game)
+
+
+def test_onnx_models_carry_the_value_discount_they_were_trained_with(tmp_path, onnx_models):
+    import onnx
+
+    from cartridge.arena import make_player
+    from cartridge.networks import VALUE_DISCOUNT_KEY, build_network, export_onnx
+
+    game = load("connect4")
+    assert OnnxEvaluator(game, onnx_models["connect4"][0]).value_discount == 1.0
+    path = export_onnx(build_network(game), game, tmp_path / "discounted.onnx", 0.97)
+    assert OnnxEvaluator(game, path).value_discount == 0.97
+    # Every player of the file backs up values with the same discount.
+    assert make_player(f"model:{path}", game, 10).config.value_discount == 0.97
+    assert make_player(f"model:{onnx_models['connect4'][0]}", game, 10).config.value_discount == 1
+
+    for bad in ("1.5", "0", "fast"):
+        model = onnx.load(str(path))
+        model.metadata_props[0].value = bad
+        onnx.save(model, str(tmp_path / "bad.onnx"))
+        with pytest.raises(ValueError, match=f"{VALUE_DISCOUNT_KEY}='{bad}' is not a discount"):
+            OnnxEvaluator(game, tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match="value_discount must be in"):
+        export_onnx(build_network(game), game, tmp_path / "never.onnx", 0.0)

@@ -158,6 +158,31 @@ def test_embedded_mode_uses_the_same_code(embedded_env, shard_dirs):
     assert (home / "mlartifacts").is_dir()
 
 
+def test_the_model_records_the_value_discount_of_most_of_its_data(
+    embedded_env, shard_dirs, tmp_path
+):
+    """A window may straddle a change of --value-discount; the model is tagged with (and
+    its ONNX file carries) the discount of most positions, which its players then use."""
+    from cartridge.arena import make_player
+
+    game = load("tictactoe")
+    config = SelfPlayConfig.for_game(game, 48, 24, value_discount=0.9, parallel_games=24)
+    discounted = write_shard(
+        tmp_path / "discounted", play_selfplay(game, UniformEvaluator(game), config, seed=4)
+    )
+    home = embedded_env
+    home.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+    run_training(home, [shard_dirs["ttt-a"], discounted], tracking_uri, steps=5)
+    version = use_tracking(tracking_uri).get_model_version_by_alias(
+        "cartridge-tictactoe", "challenger"
+    )
+    assert version.tags["value_discount"] == "0.9"
+    mlflow.set_tracking_uri(tracking_uri)
+    player = make_player("models:/cartridge-tictactoe@challenger", game, 10)
+    assert player.config.value_discount == 0.9
+
+
 def _runs(tracking_uri):
     client = use_tracking(tracking_uri)
     experiment = client.get_experiment_by_name("cartridge-tictactoe")

@@ -21,6 +21,8 @@ from cartridge.games import Game
 ONNX_OPSET = 18
 INPUT_NAME = "planes"
 OUTPUT_NAMES = ("policy_logits", "value")
+# ONNX metadata_props key: the per-ply discount the value head was trained with.
+VALUE_DISCOUNT_KEY = "cartridge.value_discount"
 
 
 class NetworkConfig(BaseModel):
@@ -113,12 +115,18 @@ def build_network(game: Game, config: NetworkConfig | None = None) -> nn.Module:
     return PolicyValueResNet(game, config.blocks, config.channels)
 
 
-def export_onnx(model: nn.Module, game: Game, path: str | Path) -> Path:
+def export_onnx(
+    model: nn.Module, game: Game, path: str | Path, value_discount: float = 1.0
+) -> Path:
     """Write `model` as ONNX (fixed opset, dynamic batch axis, the standard tensor names).
 
     Uses torch's `torch.export`-based exporter, the supported path since the
     TorchScript one was deprecated; the weights are stored inside the one file.
+    `value_discount` goes into the file's metadata, so the model carries what its
+    values mean wherever it is copied (registry, Triton, a local file).
     """
+    if not 0 < value_discount <= 1:
+        raise ValueError(f"value_discount must be in (0, 1], got {value_discount}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -143,4 +151,10 @@ def export_onnx(model: nn.Module, game: Game, path: str | Path) -> Path:
             )
     finally:
         model.train(was_training)
+    import onnx
+
+    exported = onnx.load(str(path))
+    entry = exported.metadata_props.add()
+    entry.key, entry.value = VALUE_DISCOUNT_KEY, repr(float(value_discount))
+    onnx.save(exported, str(path))
     return path

@@ -99,7 +99,9 @@ def make_player(spec: str, game: Game, simulations: int, seed: int = 0) -> Playe
         from cartridge.evaluators.onnx_model import OnnxEvaluator
 
         evaluator = OnnxEvaluator(game, _model_file(spec))
-        return SearchPlayer(spec, game, evaluator, simulations, seed=seed)
+        # Back up values the way the network learned them (see OnnxEvaluator).
+        config = SearchConfig(value_discount=evaluator.value_discount)
+        return SearchPlayer(spec, game, evaluator, simulations, config, seed=seed)
     raise ValueError(
         f"unknown player {spec!r}: use random, perfect, mcts, mcts:rollout, model:PATH.onnx "
         "or models:/NAME@ALIAS"

@@ -7,14 +7,16 @@ import onnxruntime as ort
 
 from cartridge.evaluators.base import check_planes
 from cartridge.games import Game
-from cartridge.networks import INPUT_NAME, OUTPUT_NAMES
+from cartridge.networks import INPUT_NAME, OUTPUT_NAMES, VALUE_DISCOUNT_KEY
 
 
 class OnnxEvaluator:
     """Runs an ONNX model with inputs `planes` and outputs `policy_logits`, `value`.
 
     `threads` sets onnxruntime's intra-op threads; one thread per self-play worker
-    is the efficient choice when workers already fill the cores.
+    is the efficient choice when workers already fill the cores. `value_discount` is
+    the per-ply discount the model's values were trained with (from the file's
+    metadata; 1 for files exported before it was recorded there).
     """
 
     def __init__(self, game: Game, path: str | Path, threads: int = 1):
@@ -36,6 +38,19 @@ class OnnxEvaluator:
         self.game = game
         self.path = path
         self._check_signature()
+        self.value_discount = self._read_value_discount()
+
+    def _read_value_discount(self) -> float:
+        text = self.session.get_modelmeta().custom_metadata_map.get(VALUE_DISCOUNT_KEY, "1.0")
+        try:
+            discount = float(text)
+        except ValueError:
+            discount = float("nan")
+        if not 0 < discount <= 1:
+            raise ValueError(
+                f"{self.path} metadata {VALUE_DISCOUNT_KEY}={text!r} is not a discount in (0, 1]"
+            )
+        return discount
 
     def _check_signature(self) -> None:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}

@@ -22,6 +22,9 @@ class ReplayData:
     policy: np.ndarray  # float32 [N, A]
     outcome: np.ndarray  # float32 [N]
     sources: list[str]
+    # Per-ply discount in the value targets; the network's values mean "discounted
+    # result", so every search that plays it must back up with the same factor.
+    value_discount: float = 1.0
 
     def __len__(self) -> int:
         return len(self.outcome)
@@ -98,4 +101,16 @@ def load_replay(locations: list[str], game_name: str) -> ReplayData:
         policy=np.concatenate([p.policy for p in parts]),
         outcome=np.concatenate([p.outcome for p in parts]),
         sources=[str(location) for location in locations],
+        value_discount=_value_discount(parts),
     )
+
+
+def _value_discount(parts: list[ReplayShard]) -> float:
+    """The value discount of most positions: a window may straddle a change of the
+    setting, and the network learns mostly what most of its targets say."""
+    positions: dict[float, int] = {}
+    for part in parts:
+        search = part.metadata.config.get("search", {})
+        discount = float(search.get("value_discount", 1.0))
+        positions[discount] = positions.get(discount, 0) + len(part)
+    return max(positions, key=lambda discount: (positions[discount], discount))

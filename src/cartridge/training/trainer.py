@@ -371,7 +371,7 @@ def _train_run(
     location = save_checkpoint()
     model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
     with tempfile.TemporaryDirectory(prefix="cartridge-export-") as workdir:
-        onnx_path = export_onnx(model, game, Path(workdir) / "model.onnx")
+        onnx_path = export_onnx(model, game, Path(workdir) / "model.onnx", data.value_discount)
         difference = verify_onnx(model, onnx_path, game, data)
         mlflow.log_metric("onnx_max_abs_diff", difference, step=step)
         final = Path(workdir) / "checkpoint.pt"
@@ -387,7 +387,12 @@ def _train_run(
         mlflow.log_artifact(str(final), artifact_path="checkpoint")
         model_uri = version = None
         if register:
-            version_tags = {**tags, "run_id": run_id, "onnx_max_abs_diff": f"{difference:.3e}"}
+            version_tags = {
+                **tags,
+                "run_id": run_id,
+                "onnx_max_abs_diff": f"{difference:.3e}",
+                "value_discount": repr(data.value_discount),
+            }
             model_uri, version = log_and_register(client, onnx_path, game, version_tags)
             log.info(
                 "registered %s version %s (alias challenger)",
