@@ -93,7 +93,8 @@ def test_onnx_models_carry_the_value_discount_they_were_trained_with(tmp_path, o
     import onnx
 
     from cartridge.arena import make_player
-    from cartridge.networks import VALUE_DISCOUNT_KEY, build_network, export_onnx
+    from cartridge.model_metadata import VALUE_DISCOUNT_KEY
+    from cartridge.networks import build_network, export_onnx
 
     game = load("connect4")
     assert OnnxEvaluator(game, onnx_models["connect4"][0]).value_discount == 1.0

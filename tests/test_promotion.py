@@ -77,9 +77,11 @@ def test_solver_z_gate():
             GateConfig(solver_z=z)
 
 
-def _register(client, game, seed):
+def _register(client, game, seed, value_discount=1.0):
     torch.manual_seed(seed)
-    path = export_onnx(build_network(game), game, f"/tmp/promo-{seed}-{id(client)}.onnx")
+    path = export_onnx(
+        build_network(game), game, f"/tmp/promo-{seed}-{id(client)}.onnx", value_discount
+    )
     import mlflow
 
     mlflow.set_experiment("promotion-test")
@@ -93,7 +95,7 @@ def test_promotion_and_rollback_on_the_stack(stack_env):
     fresh_served_model(client, stack_env, "othello")
     repository = f"s3://{stack_env.bucket}/triton"
     folder = f"{repository}/cartridge_othello"
-    first = _register(client, game, 1)
+    first = _register(client, game, 1, value_discount=0.95)
     match = summarize("challenger", "random", "othello", 9, 1, 0)
     result = promote(
         client, "othello", match=match, decision=decide(match, GateConfig()), repository=repository
@@ -106,6 +108,8 @@ def test_promotion_and_rollback_on_the_stack(stack_env):
     assert result.triton_error is None
     assert triton.model_state("othello").version == first
     assert triton.model_state("othello").state == "READY"
+    # The served config tells searching clients how the served values were trained.
+    assert triton.value_discount("othello") == 0.95
     tags = client.get_model_version("cartridge-othello", first).tags
     assert tags["arena_wins"] == "9" and tags["arena_opponent"] == "random" and "gate" in tags
 
@@ -113,6 +117,7 @@ def test_promotion_and_rollback_on_the_stack(stack_env):
     result = promote(client, "othello", repository=repository)  # the challenger by default
     assert (result.champion, result.previous) == (second, first)
     assert triton.model_state("othello").version == second
+    assert triton.value_discount("othello") == 1.0
     again = promote(client, "othello", version=second, repository=repository)
     assert not again.changed and (again.champion, again.previous) == (second, first)
     assert f"{folder}/{second}/model.onnx" in storage.list_keys(folder)
@@ -120,6 +125,7 @@ def test_promotion_and_rollback_on_the_stack(stack_env):
     restored = rollback(client, "othello", repository=repository)
     assert restored.champion == first and restored.triton_error is None
     assert triton.model_state("othello").version == first
+    assert triton.value_discount("othello") == 0.95
     assert client.get_model_version_by_alias("cartridge-othello", "champion").version == first
     keys = storage.list_keys(folder)
     assert f"{folder}/{first}/model.onnx" in keys

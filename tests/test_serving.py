@@ -13,7 +13,12 @@ from cartridge.evaluators.onnx_model import OnnxEvaluator
 from cartridge.evaluators.triton_model import TritonEvaluator
 from cartridge.games import load
 from cartridge.serving import bot
-from cartridge.serving.triton import ModelUnavailable, TritonControl, TritonUnavailable
+from cartridge.serving.triton import (
+    ModelUnavailable,
+    ServedDiscounts,
+    TritonControl,
+    TritonUnavailable,
+)
 
 
 def _positions(game, count, seed=0):
@@ -64,6 +69,13 @@ def test_triton_errors_are_classified(served_champions, local_stack):
     assert not TritonControl("http://127.0.0.1:9", timeout=1).ready()
     with pytest.raises(ValueError, match="protocol"):
         TritonEvaluator(load("connect4"), "127.0.0.1:9", protocol="smtp")
+
+
+def test_served_discounts_come_from_the_served_config(served_champions, local_stack):
+    discounts = ServedDiscounts(TritonControl(local_stack.triton_url), ttl=60)
+    assert discounts.get("connect4") == 1.0  # exported without a discount
+    with pytest.raises(ModelUnavailable, match="cartridge_checkers"):
+        discounts.get("checkers")  # a model Triton does not have
 
 
 def test_make_evaluator_triton_specs(monkeypatch, local_stack):
@@ -143,3 +155,7 @@ def test_reply_plays_a_legal_move_and_leaves_finished_games_alone(onnx_models):
     assert finished.bot_move is None and finished.position.over
     with pytest.raises(ValueError, match="level"):
         bot.reply("tictactoe", [], 0, evaluator)
+    # X wins at once with 2: the search's value of that win is the model's discount.
+    assert bot.reply("tictactoe", [0, 3, 1, 4], 200, evaluator).value > 0.9
+    discounted = bot.reply("tictactoe", [0, 3, 1, 4], 200, evaluator, value_discount=0.5)
+    assert discounted.bot_move == 2 and 0.4 < discounted.value < 0.55

@@ -17,12 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from cartridge.games import Game
+from cartridge.model_metadata import VALUE_DISCOUNT_KEY
 
 ONNX_OPSET = 18
 INPUT_NAME = "planes"
 OUTPUT_NAMES = ("policy_logits", "value")
-# ONNX metadata_props key: the per-ply discount the value head was trained with.
-VALUE_DISCOUNT_KEY = "cartridge.value_discount"
 
 
 class NetworkConfig(BaseModel):

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cartridge import storage
 from cartridge.arena.stats import MatchResult
+from cartridge.model_metadata import VALUE_DISCOUNT_KEY, parse_value_discount
 from cartridge.tracking import CHALLENGER, fetch_onnx, registered_model_name
 
 log = logging.getLogger(__name__)
@@ -210,24 +211,41 @@ def publish_to_triton(
             raise FileNotFoundError(f"no Triton template at {required}")
     name = registered_model_name(game_name)
     with tempfile.TemporaryDirectory(prefix="cartridge-publish-") as workdir:
-        onnx_file = _single_file(fetch_onnx(f"models:/{name}/{version}", Path(workdir)))
+        onnx_file, value_discount = _single_file(
+            fetch_onnx(f"models:/{name}/{version}", Path(workdir))
+        )
+        served_config = Path(workdir) / "config.pbtxt"
+        served_config.write_text(config.read_text() + _parameters(value_discount))
         # The config goes last: a Triton polling the repository sees a complete version.
         _put(onnx_file, storage.join(folder, str(version), "model.onnx"))
         for extra in version_files:
             _put(extra, storage.join(folder, str(version), extra.name))
-        _put(config, storage.join(folder, "config.pbtxt"))
+        _put(served_config, storage.join(folder, "config.pbtxt"))
     return folder
 
 
-def _single_file(onnx_file: Path) -> Path:
-    """The model with its weights inline. MLflow stores ONNX weights as external data
-    beside the graph, but Triton loads `model.onnx` alone from its version folder."""
+def _parameters(value_discount: float) -> str:
+    """The served version's search setting, for clients that search with the model.
+    Triton serves only the newest version, so the model-level config can describe it."""
+    return (
+        "\n# Written at publication: the served version's value discount (its values are\n"
+        "# discounted results, so searches must back them up with the same factor).\n"
+        f'parameters: {{ key: "{VALUE_DISCOUNT_KEY}" '
+        f'value: {{ string_value: "{value_discount!r}" }} }}\n'
+    )
+
+
+def _single_file(onnx_file: Path) -> tuple[Path, float]:
+    """The model with its weights inline, and its value discount. MLflow stores ONNX
+    weights as external data beside the graph, but Triton loads `model.onnx` alone from
+    its version folder."""
     import onnx
 
     model = onnx.load(str(onnx_file))  # pulls the external data in
     single = onnx_file.with_name("model-single.onnx")
     onnx.save_model(model, str(single), save_as_external_data=False)
-    return single
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    return single, parse_value_discount(metadata.get(VALUE_DISCOUNT_KEY), f"{onnx_file} metadata")
 
 
 def _put(local: Path, destination: str) -> None:

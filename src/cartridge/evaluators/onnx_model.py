@@ -7,7 +7,8 @@ import onnxruntime as ort
 
 from cartridge.evaluators.base import check_planes
 from cartridge.games import Game
-from cartridge.networks import INPUT_NAME, OUTPUT_NAMES, VALUE_DISCOUNT_KEY
+from cartridge.model_metadata import VALUE_DISCOUNT_KEY, parse_value_discount
+from cartridge.networks import INPUT_NAME, OUTPUT_NAMES
 
 
 class OnnxEvaluator:
@@ -38,19 +39,10 @@ class OnnxEvaluator:
         self.game = game
         self.path = path
         self._check_signature()
-        self.value_discount = self._read_value_discount()
-
-    def _read_value_discount(self) -> float:
-        text = self.session.get_modelmeta().custom_metadata_map.get(VALUE_DISCOUNT_KEY, "1.0")
-        try:
-            discount = float(text)
-        except ValueError:
-            discount = float("nan")
-        if not 0 < discount <= 1:
-            raise ValueError(
-                f"{self.path} metadata {VALUE_DISCOUNT_KEY}={text!r} is not a discount in (0, 1]"
-            )
-        return discount
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.value_discount = parse_value_discount(
+            metadata.get(VALUE_DISCOUNT_KEY), f"{path} metadata"
+        )
 
     def _check_signature(self) -> None:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}

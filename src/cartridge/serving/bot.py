@@ -132,17 +132,19 @@ def reply(
     moves: list[int],
     level: int,
     evaluator: Evaluator,
-    config: SearchConfig | None = None,
+    value_discount: float = 1.0,
 ) -> BotReply:
     """Search `level` simulations from the position after `moves` and play the most
-    visited move; a finished game is returned as it is, with no bot move."""
+    visited move; a finished game is returned as it is, with no bot move.
+    `value_discount` is the one the served model was trained with."""
     if not 1 <= level <= MAX_LEVEL:
         raise ValueError(f"level must be between 1 and {MAX_LEVEL} simulations, got {level}")
     game = load(game_name)
     state = replay(game, moves)
     if state.is_terminal():
         return BotReply(None, [0.0] * game.num_actions, 0.0, describe(state, moves))
-    search = BatchedMCTS(game, 1, config or SearchConfig(leaves_per_tree=LEAVES_PER_CALL))
+    config = SearchConfig(leaves_per_tree=LEAVES_PER_CALL, value_discount=value_discount)
+    search = BatchedMCTS(game, 1, config)
     search.reset(0, state)
     search.run(evaluator, level)
     policy = search.policy(0, temperature=1.0)

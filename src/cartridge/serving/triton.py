@@ -8,10 +8,14 @@ turn them into a 503 or a "no champion yet" instead of hanging or crashing.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
+
+from cartridge.model_metadata import VALUE_DISCOUNT_KEY, parse_value_discount
 
 
 class TritonUnavailable(RuntimeError):
@@ -95,6 +99,16 @@ class TritonControl:
         entry = max(ready or entries, key=lambda item: int(item.get("version") or 0))
         return ModelState(name, entry.get("version"), entry.get("state"), entry.get("reason"))
 
+    def value_discount(self, game_name: str) -> float:
+        """The served version's value discount, from the parameters publication writes
+        into its config (none: a model trained without one)."""
+        name = model_name(game_name)
+        config = self._call(f"give the config of {name}", self._client.get_model_config, name)
+        entry = config.get("parameters", {}).get(VALUE_DISCOUNT_KEY)
+        return parse_value_discount(
+            entry.get("string_value") if entry else None, f"Triton config of {name}"
+        )
+
     def published_games(self) -> list[str]:
         """Games whose model folder exists in the repository."""
         index = self._call("list its repository", self._client.get_model_repository_index)
@@ -102,6 +116,26 @@ class TritonControl:
         return sorted(
             {e["name"].removeprefix(prefix) for e in index if e["name"].startswith(prefix)}
         )
+
+
+class ServedDiscounts:
+    """Each game's served value discount, read from Triton at most once per `ttl`
+    seconds: moves stay one network round trip each, and a promotion's new setting
+    arrives within `ttl`."""
+
+    def __init__(self, control: TritonControl, ttl: float = 10.0):
+        self._control = control
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[float, float]] = {}  # game -> (when, discount)
+
+    def get(self, game_name: str) -> float:
+        with self._lock:
+            when, discount = self._read.get(game_name, (-float("inf"), 1.0))
+            if time.monotonic() - when >= self._ttl:
+                discount = self._control.value_discount(game_name)
+                self._read[game_name] = (time.monotonic(), discount)
+            return discount
 
 
 def notify_triton(game_name: str, url: str | None = None) -> str | None:

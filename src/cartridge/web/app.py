@@ -26,6 +26,7 @@ from cartridge.games import GAME_NAMES, load
 from cartridge.serving import bot
 from cartridge.serving.triton import (
     ModelUnavailable,
+    ServedDiscounts,
     TritonControl,
     TritonUnavailable,
     model_name,
@@ -173,6 +174,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.control = TritonControl(settings.triton_url, timeout=settings.triton_timeout)
+    app.state.discounts = ServedDiscounts(app.state.control)
     stats_cache: dict[str, tuple[float, dict]] = {}
 
     def evaluator_for(game_name: str):
@@ -321,7 +323,8 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         evaluator = evaluator_for(request.game)
         for attempt in (1, 2):
             try:
-                reply = bot.reply(request.game, request.moves, request.level, evaluator)
+                discount = app.state.discounts.get(request.game)
+                reply = bot.reply(request.game, request.moves, request.level, evaluator, discount)
                 break
             except TritonUnavailable as error:
                 raise ServiceUnavailable("triton", f"Triton is not reachable: {error}") from error
