@@ -1,4 +1,8 @@
 import json
+import signal
+import subprocess
+import sys
+import time
 from unittest import mock
 
 import pytest
@@ -211,6 +215,40 @@ def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):
     assert "failure" in runs[0].data.tags
     versions = client.search_model_versions("name='cartridge-connect4'")
     assert not any("champion" in v.aliases for v in versions)
+
+
+def test_a_stopped_local_run_is_marked_killed_in_mlflow(stack_env, tmp_path):
+    """A Ctrl-C or `kill` stops kfp.local before its exit handler runs; the runs it
+    leaves must not stay RUNNING in MLflow forever."""
+    arguments = _arguments(stack_env, "tictactoe", games_per_shard=4000, simulations=64)
+    script = (
+        "import json, sys; from pathlib import Path; from cartridge.pipelines import run_local; "
+        "run_local(json.loads(sys.argv[1]), 1, Path(sys.argv[2]))"
+    )
+    started = time.time() * 1000
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(arguments), str(tmp_path / "kfp")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not [
+            r for r in _pipeline_runs(stack_env, "tictactoe")[1] if r.info.start_time >= started
+        ]:
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+            time.sleep(0.5)
+        time.sleep(3)  # into self-play
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert "marked MLflow run(s)" in errors and "KILLED" in errors
+    runs = [r for r in _pipeline_runs(stack_env, "tictactoe")[1] if r.info.start_time >= started]
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert runs[0].data.tags["failure"] == "the local pipeline run was stopped"
 
 
 def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_path, capfd):

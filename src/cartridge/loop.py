@@ -181,19 +181,47 @@ def finish_pipeline_run(
         )
         return
     parent = runs[0].info.run_id
-    if not succeeded:
-        reason = message or "a pipeline step failed"
-        client.set_tag(
-            parent,
-            "failure",
-            f"{reason} (see the failed step's logs in KFP run {pipeline_run_id})"[:4900],
+    if succeeded:
+        client.set_terminated(parent, "FINISHED")
+        return
+    reason = message or "a pipeline step failed"
+    _close_with_children(
+        client,
+        experiment_id,
+        parent,
+        "FAILED",
+        f"{reason} (see the failed step's logs in KFP run {pipeline_run_id})",
+    )
+
+
+def abandon_pipeline_runs(game_name: str, tracking_uri: str, since_ms: int) -> list[str]:
+    """Mark KILLED the pipeline runs a stopped local run leaves RUNNING (those begun at
+    or after `since_ms`), with their running training runs: the exit handler that would
+    close them dies with the process. Returns the closed pipeline runs' ids."""
+    client = use_tracking(tracking_uri)
+    experiment_id = ensure_experiment(client, game_name)
+    stopped = client.search_runs(
+        [experiment_id],
+        "tags.kind = 'pipeline' and attributes.status = 'RUNNING' "
+        f"and attributes.start_time >= {int(since_ms)}",
+    )
+    for run in stopped:
+        _close_with_children(
+            client, experiment_id, run.info.run_id, "KILLED", "the local pipeline run was stopped"
         )
-        for child in client.search_runs(
-            [experiment_id],
-            f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
-        ):
-            client.set_terminated(child.info.run_id, "FAILED")
-    client.set_terminated(parent, "FINISHED" if succeeded else "FAILED")
+    return [run.info.run_id for run in stopped]
+
+
+def _close_with_children(client, experiment_id: str, parent: str, status: str, reason: str):
+    """End `parent` with `status` and a `failure` tag, and every training run under it
+    still RUNNING (a killed pod or process cannot end its own)."""
+    client.set_tag(parent, "failure", reason[:4900])
+    for child in client.search_runs(
+        [experiment_id],
+        f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
+    ):
+        client.set_terminated(child.info.run_id, status)
+    client.set_terminated(parent, status)
 
 
 def selfplay_step(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import time
 from pathlib import Path
 
 from kfp import compiler
@@ -27,13 +29,37 @@ def run_local(arguments: dict, iterations: int, pipeline_root: Path) -> None:
     interpreter (which has the package), parameters as on a cluster."""
     from kfp import local
 
+    from cartridge.loop import abandon_pipeline_runs
+
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
     )
-    build_pipeline(iterations)(**arguments)
+    started_ms = int(time.time() * 1000)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        build_pipeline(iterations)(**arguments)
+    except KeyboardInterrupt:
+        closed = abandon_pipeline_runs(
+            arguments["game"], arguments["mlflow_tracking_uri"], started_ms
+        )
+        log.warning("pipeline stopped; marked MLflow run(s) %s KILLED", ", ".join(closed))
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, _frame) -> None:
+    """SIGTERM (a `kill`, a closing terminal) stops a local run the way Ctrl-C does.
+    Ctrl-C reaches the running step's process too (one process group); a SIGTERM sent
+    to this process alone is passed on, or kfp.local would wait for the step to end."""
+    import psutil
+
+    for step in psutil.Process().children(recursive=True):
+        step.terminate()
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def submit(
