@@ -5,6 +5,7 @@ import pytest
 from cartridge.arena import make_player, play_match, summarize
 from cartridge.arena.stats import elo_from_score
 from cartridge.games import load
+from cartridge.solvers import action_values
 
 
 def test_statistics_on_known_results():
@@ -58,8 +59,12 @@ def test_unknown_players_are_refused():
     game = load("connect4")
     with pytest.raises(ValueError, match="unknown player 'alphabeta'"):
         make_player("alphabeta", game, 10)
-    with pytest.raises(ValueError, match="exact play exists for tictactoe, connect4"):
+    with pytest.raises(
+        ValueError, match=r"the perfect player needs an exact solver, which othello"
+    ):
         make_player("perfect", load("othello"), 10)
+    with pytest.raises(ValueError, match=r"\(solved games: tictactoe, connect4\)"):
+        action_values(load("othello").new_initial_state())
     with pytest.raises(FileNotFoundError):
         make_player("model:/nowhere.onnx", game, 10)
 

@@ -306,7 +306,10 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "train_from: Input should be 'latest' or 'champion'",
     ):
         assert problem in str(bad.value)
-    with pytest.raises(ValueError, match="gate_solver_z: othello has no exact solver"):
+    with pytest.raises(
+        ValueError,
+        match="gate_solver_z: the gate's solver check needs an exact solver, which othello",
+    ):
         check_parameters("othello", good)
     check_parameters("othello", {**good, "gate_solver_z": 0.0})
     with pytest.raises(ValueError, match=r"fast_simulations \(1\) must be below simulations"):

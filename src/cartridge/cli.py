@@ -359,9 +359,7 @@ def gate(
     from cartridge import promotion
 
     client = _tracking_client(_connect(), tracking_uri)
-    config = promotion.GateConfig(
-        method=method.value, threshold=threshold, solver_z=solver_z or None
-    )
+    config = promotion.GateConfig(method=method.value, threshold=threshold, solver_z=solver_z)
     match, decision, version = promotion.evaluate_challenger(
         client, game.value, config, games, sims, seed
     )

@@ -129,13 +129,13 @@ def check_parameters(game_name: str, params: dict) -> None:
                 )
             except ValidationError as error:
                 problems += [e["msg"].removeprefix("Value error, ") for e in error.errors()]
-        from cartridge.solvers import SOLVED_GAMES
+        from cartridge.solvers import require_solver
 
-        if checked.gate_solver_z and game_name not in SOLVED_GAMES:
-            problems.append(
-                f"gate_solver_z: {game_name} has no exact solver "
-                f"(solved games: {', '.join(SOLVED_GAMES)}); use 0"
-            )
+        try:
+            if checked.gate_solver_z:
+                require_solver(game_name, "the gate's solver check")
+        except ValueError as error:
+            problems.append(f"gate_solver_z: {error}; use 0")
     if problems:
         raise ValueError("bad pipeline parameters: " + "; ".join(problems))
 
@@ -394,7 +394,7 @@ def arena_step(
     from cartridge.promotion import GateConfig, evaluate_challenger, record_arena
 
     client = use_tracking(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    gate = GateConfig(method=method, threshold=threshold, solver_z=solver_z or None)
+    gate = GateConfig(method=method, threshold=threshold, solver_z=solver_z)
     match, decision, version = evaluate_challenger(
         client, game_name, gate, games, simulations, seed
     )

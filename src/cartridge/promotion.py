@@ -42,7 +42,7 @@ class GateConfig(BaseModel):
     `sprt`: a sequential probability ratio test of Elo `elo0` against `elo1` (with error
     rates alpha, beta) must accept `elo1` within the games played.
 
-    `solver_z` (games with an exact solver; None: off) also asks the solver: challenger
+    `solver_z` (games with an exact solver; 0: off) also asks the solver: challenger
     and champion each pick a move in the gate's own fixed positions, and a paired test
     (McNemar's) on the positions where exactly one of them is optimal gives a z score.
     Below -`solver_z` the challenger is kept out even if it won the match; above
@@ -62,7 +62,7 @@ class GateConfig(BaseModel):
     elo1: float = 35.0
     alpha: float = Field(0.05, gt=0, lt=0.5)
     beta: float = Field(0.05, gt=0, lt=0.5)
-    solver_z: float | None = Field(None, gt=0, le=10)
+    solver_z: float = Field(0.0, ge=0, le=10)
     solver_positions: int = Field(400, ge=1)
 
 
@@ -117,7 +117,7 @@ def decide(
     """The match's verdict, then, with a `solver` comparison and a `solver_z`, the
     solver's say (see GateConfig)."""
     decision = _match_decision(result, gate)
-    if solver is None or gate.solver_z is None:
+    if solver is None or not gate.solver_z:
         return decision
     shares = (
         f"solver-optimal {solver.challenger:.1%} vs champion {solver.champion:.1%} "
@@ -382,13 +382,10 @@ def evaluate_challenger(
     when the challenger already is the champion (a retried pipeline step)."""
     from cartridge.arena import make_player, play_match
     from cartridge.games import load
-    from cartridge.solvers import SOLVED_GAMES
+    from cartridge.solvers import require_solver
 
-    if gate.solver_z is not None and game_name not in SOLVED_GAMES:
-        raise ValueError(
-            f"a solver check needs an exact solver; {game_name} has none "
-            f"(solved games: {', '.join(SOLVED_GAMES)})"
-        )
+    if gate.solver_z:
+        require_solver(game_name, "the gate's solver check")
     game = load(game_name)
     name = registered_model_name(game_name)
     challenger = _alias_version(client, name, CHALLENGER)
@@ -410,7 +407,7 @@ def evaluate_challenger(
 
         add_solver_accuracy(match, player1, game, solver_positions)
     solver = None
-    if gate.solver_z is not None and champion:
+    if gate.solver_z and champion:
         solver = _compare_on_gate_positions(
             game,
             f"models:/{name}/{challenger}",

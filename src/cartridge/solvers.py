@@ -13,6 +13,15 @@ from cartridge.games import State
 SOLVED_GAMES = ("tictactoe", "connect4")
 
 
+def require_solver(game_name: str, needed_by: str) -> None:
+    """Refuse, naming what needed it, a game that has no exact solver."""
+    if game_name not in SOLVED_GAMES:
+        raise ValueError(
+            f"{needed_by} needs an exact solver, which {game_name} does not have "
+            f"(solved games: {', '.join(SOLVED_GAMES)})"
+        )
+
+
 @cache
 def negamax_value(state: State) -> int:
     """Game-theoretic value for the side to move: +1 win, 0 draw, -1 loss."""
@@ -37,9 +46,8 @@ def action_values(state: State) -> dict[int, int]:
         cells = state.stones(0).astype(np.int8) + 2 * state.stones(1).astype(np.int8)
         board = bitbully.Board.from_array(cells.tolist())
         return {int(a): int(v) for a, v in _connect4_solver().score_all_moves(board).items()}
-    raise ValueError(
-        f"no exact solver for {state.game.name}; solved games: {', '.join(SOLVED_GAMES)}"
-    )
+    require_solver(state.game.name, "valuing moves exactly")
+    raise AssertionError("unreachable: every solved game is handled above")
 
 
 @cache

@@ -16,7 +16,7 @@ import numpy as np
 from cartridge.evaluators import Evaluator, RolloutEvaluator, UniformEvaluator
 from cartridge.games import Game, State
 from cartridge.mcts import BatchedMCTS, SearchConfig
-from cartridge.solvers import SOLVED_GAMES, optimal_actions
+from cartridge.solvers import optimal_actions, require_solver
 
 
 class Player(Protocol):
@@ -41,11 +41,7 @@ class PerfectPlayer:
     equally good moves."""
 
     def __init__(self, game: Game, seed: int = 0):
-        if game.name not in SOLVED_GAMES:
-            raise ValueError(
-                f"no perfect player for {game.name}: exact play exists for "
-                f"{', '.join(SOLVED_GAMES)}"
-            )
+        require_solver(game.name, "the perfect player")
         self.name = "perfect"
         self._rng = np.random.default_rng(seed)
 
