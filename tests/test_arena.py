@@ -155,3 +155,23 @@ def test_exhaustive_perfect_play_check():
     assert losses > 0
     with pytest.raises(ValueError, match="tictactoe"):
         losses_to_perfect_play(load("connect4"), make_player("random", game, 0))
+
+
+def test_network_players_use_the_cores_a_cgroup_quota_allows(tmp_path, onnx_models):
+    import os
+
+    from cartridge.cpus import available_cpus
+
+    cores = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    for text, expected in (
+        ("max 100000", cores),
+        ("50000 100000", 1),  # half a core still needs one thread
+        ("150000 100000", min(cores, 2)),
+        ("not a quota", cores),
+    ):
+        cpu_max.write_text(text)
+        assert available_cpus(cpu_max) == expected, text
+    assert available_cpus(tmp_path / "missing") == cores
+    player = make_player(f"model:{onnx_models['connect4'][0]}", load("connect4"), 10, threads=1)
+    assert player.evaluator.session.get_session_options().intra_op_num_threads == 1

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from cartridge.cpus import available_cpus
 from cartridge.evaluators import Evaluator, RolloutEvaluator, UniformEvaluator
 from cartridge.games import Game, State
 from cartridge.mcts import BatchedMCTS, SearchConfig
@@ -80,9 +81,16 @@ class SearchPlayer:
         return [self._search.select_action(i, temperature=0.0) for i in range(len(states))]
 
 
-def make_player(spec: str, game: Game, simulations: int, seed: int = 0) -> Player:
+def make_player(
+    spec: str, game: Game, simulations: int, seed: int = 0, threads: int | None = None
+) -> Player:
     """`random`, `perfect`, `mcts` (uniform evaluator), `mcts:rollout`, `model:PATH.onnx`
-    or a registry URI `models:/NAME@ALIAS` (network + search)."""
+    or a registry URI `models:/NAME@ALIAS` (network + search).
+
+    A network player's onnxruntime uses `threads` threads, by default every core this
+    process may use (`available_cpus`): the two players of a match take turns, so each
+    can have them all. Self-play builds its own evaluators, one thread per shard.
+    """
     if spec == "random":
         return RandomPlayer(seed)
     if spec == "perfect":
@@ -94,7 +102,8 @@ def make_player(spec: str, game: Game, simulations: int, seed: int = 0) -> Playe
     if spec.startswith(("model:", "models:/")):
         from cartridge.evaluators.onnx_model import OnnxEvaluator
 
-        evaluator = OnnxEvaluator(game, _model_file(spec))
+        threads = threads or available_cpus()
+        evaluator = OnnxEvaluator(game, _model_file(spec), threads=threads)
         # Back up values the way the network learned them (see OnnxEvaluator).
         config = SearchConfig(value_discount=evaluator.value_discount)
         return SearchPlayer(spec, game, evaluator, simulations, config, seed=seed)
