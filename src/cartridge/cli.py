@@ -796,9 +796,11 @@ def _pipeline_arguments(
     train_from,
     gate_solver_z,
     random_opening_plies,
+    **command_only,
 ) -> dict:
-    """The pipeline's arguments from `pipeline run`/`submit` options (keywords only: the
-    two commands pass the same long list, and a positional slip would go unnoticed)."""
+    """The pipeline's arguments from the options of `pipeline run` or `submit`, which
+    pass all their options (`**locals()` first thing): one list of names, checked here,
+    and the options only one command has (`command_only`) are left to it."""
     return {
         "game": game.value,
         "shards": list(range(shards)),
@@ -852,6 +854,7 @@ def pipeline_run(
     random_opening_plies: RandomOpeningOption = 0,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
+    arguments = _pipeline_arguments(**locals())
     from cartridge.pipelines import run_local
 
     if not local:
@@ -863,29 +866,6 @@ def pipeline_run(
             "or set MLFLOW_TRACKING_URI and AWS_ENDPOINT_URL"
         )
     bucket = os.environ.get("CARTRIDGE_BUCKET", stack.bucket)
-    arguments = _pipeline_arguments(
-        game=game,
-        shards=shards,
-        blocks=blocks,
-        channels=channels,
-        games_per_shard=games_per_shard,
-        sims=sims,
-        train_steps=train_steps,
-        batch_size=batch_size,
-        window=window,
-        arena_games=arena_games,
-        arena_sims=arena_sims,
-        gate_method=gate_method,
-        threshold=threshold,
-        seed=seed,
-        value_discount=value_discount,
-        full_search_fraction=full_search_fraction,
-        fast_sims=fast_sims,
-        search_value_weight=search_value_weight,
-        train_from=train_from,
-        gate_solver_z=gate_solver_z,
-        random_opening_plies=random_opening_plies,
-    )
     arguments.update(
         {
             "mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"],
@@ -939,32 +919,10 @@ def pipeline_submit(
     random_opening_plies: RandomOpeningOption = 0,
 ):
     """Create a run, or a recurring run with --cron, on a KFP cluster."""
+    arguments = _pipeline_arguments(**locals())
     from cartridge.pipelines import submit
     from kfp_pipelines.alphazero import DEFAULT_IMAGE
 
-    arguments = _pipeline_arguments(
-        game=game,
-        shards=shards,
-        blocks=blocks,
-        channels=channels,
-        games_per_shard=games_per_shard,
-        sims=sims,
-        train_steps=train_steps,
-        batch_size=batch_size,
-        window=window,
-        arena_games=arena_games,
-        arena_sims=arena_sims,
-        gate_method=gate_method,
-        threshold=threshold,
-        seed=seed,
-        value_discount=value_discount,
-        full_search_fraction=full_search_fraction,
-        fast_sims=fast_sims,
-        search_value_weight=search_value_weight,
-        train_from=train_from,
-        gate_solver_z=gate_solver_z,
-        random_opening_plies=random_opening_plies,
-    )
     arguments.update(
         {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}
     )

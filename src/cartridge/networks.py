@@ -136,24 +136,18 @@ def export_onnx(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(
+            program = torch.onnx.export(
                 model,
                 (example,),
-                str(path),
                 input_names=[INPUT_NAME],
                 output_names=list(OUTPUT_NAMES),
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 opset_version=ONNX_OPSET,
                 dynamo=True,
-                external_data=False,
                 verbose=False,
             )
     finally:
         model.train(was_training)
-    import onnx
-
-    exported = onnx.load(str(path))
-    entry = exported.metadata_props.add()
-    entry.key, entry.value = VALUE_DISCOUNT_KEY, repr(float(value_discount))
-    onnx.save(exported, str(path))
+    program.model.metadata_props[VALUE_DISCOUNT_KEY] = repr(float(value_discount))
+    program.save(str(path), external_data=False)
     return path

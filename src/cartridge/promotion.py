@@ -408,30 +408,18 @@ def evaluate_challenger(
         add_solver_accuracy(match, player1, game, solver_positions)
     solver = None
     if gate.solver_z and champion:
-        solver = _compare_on_gate_positions(
-            game,
-            f"models:/{name}/{challenger}",
-            f"models:/{name}/{champion}",
-            simulations,
-            gate.solver_positions,
-        )
+        solver = _compare_on_gate_positions(game, player1, player2, gate.solver_positions)
     return match, decide(match, gate, solver), challenger
 
 
-def _compare_on_gate_positions(
-    game, challenger: str, champion: str, simulations: int, count: int
-) -> SolverComparison:
-    """Both networks on the gate's positions, through fresh players with the same seed:
-    a search player breaks ties with its random stream, so players that have just
-    played a match would not answer alike."""
-    from cartridge.arena import make_player
+def _compare_on_gate_positions(game, challenger, champion, count: int) -> SolverComparison:
+    """Both match players' networks on the gate's positions, reseeded alike: a search
+    player breaks ties with its random stream, so players that have just played a
+    match would not answer alike."""
     from cartridge.arena.accuracy import GATE_POSITIONS_SEED, optimal_moves, solver_positions
 
     positions = solver_positions(game, count, GATE_POSITIONS_SEED)
-    new, old = (
-        optimal_moves(make_player(uri, game, simulations, seed=0), positions)
-        for uri in (challenger, champion)
-    )
+    new, old = (optimal_moves(player.reseeded(0), positions) for player in (challenger, champion))
     return SolverComparison(
         challenger=float(new.mean()),
         champion=float(old.mean()),

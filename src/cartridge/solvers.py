@@ -10,8 +10,6 @@ import numpy as np
 
 from cartridge.games import State
 
-SOLVED_GAMES = ("tictactoe", "connect4")
-
 
 def require_solver(game_name: str, needed_by: str) -> None:
     """Refuse, naming what needed it, a game that has no exact solver."""
@@ -38,16 +36,20 @@ def action_values(state: State) -> dict[int, int]:
     """
     if state.is_terminal():
         raise ValueError("the game is over: no moves to value")
-    if state.game.name == "tictactoe":
-        return {a: -negamax_value(state.apply(a)) for a in state.legal_actions()}
-    if state.game.name == "connect4":
-        import bitbully
-
-        cells = state.stones(0).astype(np.int8) + 2 * state.stones(1).astype(np.int8)
-        board = bitbully.Board.from_array(cells.tolist())
-        return {int(a): int(v) for a, v in _connect4_solver().score_all_moves(board).items()}
     require_solver(state.game.name, "valuing moves exactly")
-    raise AssertionError("unreachable: every solved game is handled above")
+    return _VALUERS[state.game.name](state)
+
+
+def _tictactoe_values(state: State) -> dict[int, int]:
+    return {a: -negamax_value(state.apply(a)) for a in state.legal_actions()}
+
+
+def _connect4_values(state: State) -> dict[int, int]:
+    import bitbully
+
+    cells = state.stones(0).astype(np.int8) + 2 * state.stones(1).astype(np.int8)
+    board = bitbully.Board.from_array(cells.tolist())
+    return {int(a): int(v) for a, v in _connect4_solver().score_all_moves(board).items()}
 
 
 @cache
@@ -55,6 +57,11 @@ def _connect4_solver():
     import bitbully
 
     return bitbully.BitBully()  # loads its opening book once per process
+
+
+# One entry per solved game: adding a solver here is all it takes to be one.
+_VALUERS = {"tictactoe": _tictactoe_values, "connect4": _connect4_values}
+SOLVED_GAMES = tuple(_VALUERS)
 
 
 def optimal_actions(state: State) -> list[int]:

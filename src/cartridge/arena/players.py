@@ -70,6 +70,13 @@ class SearchPlayer:
         self.seed = seed
         self._search: BatchedMCTS | None = None
 
+    def reseeded(self, seed: int) -> SearchPlayer:
+        """The same network and search from a fresh random stream: ties then break
+        alike however many moves this player has already chosen."""
+        return SearchPlayer(
+            self.name, self.game, self.evaluator, self.simulations, self.config, seed
+        )
+
     def choose(self, states: list[State]) -> list[int]:
         if self._search is None or self._search.num_trees < len(states):
             self._search = BatchedMCTS(self.game, len(states), self.config, seed=self.seed)
