@@ -42,7 +42,7 @@ def shard_dirs(tmp_path_factory):
     return dirs
 
 
-def run_training(home, shards, tracking_uri, steps=30, **options):
+def run_training(home, shards, tracking_uri, steps=30, init_checkpoint=None, **options):
     config = TrainConfig(
         game="tictactoe", steps=steps, batch_size=32, checkpoint_every=10, log_every=5, **options
     )
@@ -53,6 +53,7 @@ def run_training(home, shards, tracking_uri, steps=30, **options):
         tracking_uri=tracking_uri,
         iteration=3,
         pipeline_run_id="kfp-123",
+        init_checkpoint=init_checkpoint,
     )
 
 
@@ -249,6 +250,56 @@ def test_initial_weights_must_fit(embedded_env, shard_dirs, tmp_path):
         )
 
 
+def _adam_steps(location) -> set[int]:
+    state = checkpoints.load(str(location))["optimizer"]["state"]
+    return {int(values["step"]) for values in state.values()}
+
+
+def test_initial_weights_bring_their_optimizer_state(embedded_env, shard_dirs, tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path / 'moments.db'}"
+    first = run_training(tmp_path / "a", [shard_dirs["ttt-a"]], tracking_uri, steps=5)
+    second = run_training(
+        tmp_path / "b",
+        [shard_dirs["ttt-a"]],
+        tracking_uri,
+        steps=3,
+        init_checkpoint=first.checkpoint,
+    )
+    # AdamW's per-weight statistics go on from where the first run left them.
+    assert _adam_steps(first.checkpoint) == {5} and _adam_steps(second.checkpoint) == {8}
+    client = use_tracking(tracking_uri)
+    assert client.get_run(first.run_id).data.tags["optimizer_state"] == "fresh"
+    assert client.get_run(second.run_id).data.tags["optimizer_state"] == "carried"
+
+    # Weights saved without optimizer state (older checkpoints): a fresh optimizer.
+    weights_only = checkpoints.load(first.checkpoint)
+    del weights_only["optimizer"]
+    checkpoints.save(str(tmp_path / "w"), weights_only)
+    third = run_training(
+        tmp_path / "c",
+        [shard_dirs["ttt-a"]],
+        tracking_uri,
+        steps=3,
+        init_checkpoint=checkpoints.checkpoint_location(str(tmp_path / "w")),
+    )
+    assert _adam_steps(third.checkpoint) == {3}
+    assert client.get_run(third.run_id).data.tags["optimizer_state"] == "fresh"
+
+    # A state whose moments have other shapes is refused before any step.
+    broken = checkpoints.load(first.checkpoint)
+    moments = broken["optimizer"]["state"][0]
+    moments["exp_avg"] = torch.zeros(3, 3)
+    checkpoints.save(str(tmp_path / "x"), broken)
+    with pytest.raises(TrainingError, match="optimizer state does not fit parameter 0"):
+        run_training(
+            tmp_path / "d",
+            [shard_dirs["ttt-a"]],
+            tracking_uri,
+            steps=3,
+            init_checkpoint=checkpoints.checkpoint_location(str(tmp_path / "x")),
+        )
+
+
 def test_training_continues_from_the_newest_model_or_the_champion(
     embedded_env, shard_dirs, tmp_path, monkeypatch
 ):
@@ -279,9 +330,11 @@ def test_training_continues_from_the_newest_model_or_the_champion(
     client = use_tracking(os.environ["MLFLOW_TRACKING_URI"])
     first, tags = step(1, None)
     assert tags["initial_weights"] == ""  # nothing trained yet: fresh weights
+    assert tags["optimizer_state"] == "fresh"
     client.set_registered_model_alias("cartridge-tictactoe", "champion", first)
     second, tags = step(2, first)
     assert tags["initial_weights"] == f"models:/cartridge-tictactoe/{first}"
+    assert tags["optimizer_state"] == "carried"  # the logged checkpoint holds it
     # The second was not promoted; training goes on from it all the same.
     third, tags = step(3, first)
     assert tags["initial_weights"] == f"models:/cartridge-tictactoe/{second}"

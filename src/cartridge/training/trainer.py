@@ -277,14 +277,19 @@ def _train_run(
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     model = build_network(game, network)
-    if init_checkpoint:
+    initial_optimizer = (
         _load_initial_weights(model, init_checkpoint, game.name, network)
+        if init_checkpoint
+        else None
+    )
     model.to(device)
     if device.type == "cuda" and network.kind == "resnet":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
+    if not saved:
+        _continue_optimizer(optimizer, initial_optimizer)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
@@ -378,6 +383,7 @@ def _train_run(
         torch.save(
             {
                 "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
                 "game": game.name,
                 "network": network.model_dump(),
                 "step": step,
@@ -409,8 +415,11 @@ def _train_run(
     )
 
 
-def _load_initial_weights(model, location: str, game_name: str, network: NetworkConfig) -> None:
-    """Start from another run's weights (the champion's), refusing a different game or shape."""
+def _load_initial_weights(
+    model, location: str, game_name: str, network: NetworkConfig
+) -> dict | None:
+    """Start from another run's weights (the champion's), refusing a different game or
+    shape. Returns that run's optimizer state, where the checkpoint holds one."""
     saved = checkpoint.load(location)
     if saved.get("game") != game_name:
         raise TrainingError(
@@ -423,3 +432,28 @@ def _load_initial_weights(model, location: str, game_name: str, network: Network
             f"initial checkpoint {location} does not fit the {network.kind} "
             f"network configured here: {str(error).splitlines()[0]}"
         ) from error
+    return saved.get("optimizer")
+
+
+def _continue_optimizer(optimizer: torch.optim.Optimizer, initial: dict | None) -> None:
+    """Take over AdamW's moment estimates from the run the weights came from.
+
+    A fresh AdamW has no second-moment estimate, so its first steps move every weight
+    by about the full learning rate whatever its gradient's scale: on a trained network
+    that is a jolt each iteration of continuous training. The learning rate, weight
+    decay and schedule stay this run's own; only the per-weight statistics carry over.
+    The tag `optimizer_state` says which happened."""
+    if initial is None:
+        mlflow.set_tag("optimizer_state", "fresh")
+        return
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, values in initial.get("state", {}).items():
+        shapes = {tuple(v.shape) for v in values.values() if v.dim() > 0}
+        if index >= len(parameters) or shapes - {tuple(parameters[index].shape)}:
+            raise TrainingError(
+                f"the initial checkpoint's optimizer state does not fit parameter {index}"
+            )
+    optimizer.load_state_dict(
+        {"state": initial["state"], "param_groups": optimizer.state_dict()["param_groups"]}
+    )
+    mlflow.set_tag("optimizer_state", "carried")
