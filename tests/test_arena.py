@@ -69,7 +69,9 @@ def test_unknown_players_are_refused():
         make_player("model:/nowhere.onnx", game, 10)
 
 
-def test_registry_models_play_through_their_uri(stack_env, onnx_models, tmp_path):
+def test_registry_models_play_through_their_uri(stack_env, onnx_models, tmp_path, monkeypatch):
+    import tempfile
+
     import mlflow
 
     from cartridge.tracking import log_and_register, use_tracking
@@ -79,7 +81,11 @@ def test_registry_models_play_through_their_uri(stack_env, onnx_models, tmp_path
     mlflow.set_experiment("arena-test")
     with mlflow.start_run():
         _, version = log_and_register(client, onnx_models["tictactoe"][0], game, {"test": "1"})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
     player = make_player("models:/cartridge-tictactoe@challenger", game, 50)
+    assert list(downloads.iterdir()) == []  # the session holds the model; the file is gone
     result = play_match(game, player, make_player("random", game, 0), 4)
     assert result.games == 4 and player.name.endswith("@challenger")
     assert client.get_model_version_by_alias("cartridge-tictactoe", "challenger").version == str(

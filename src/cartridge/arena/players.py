@@ -110,7 +110,10 @@ def make_player(
         from cartridge.evaluators.onnx_model import OnnxEvaluator
 
         threads = threads or available_cpus()
-        evaluator = OnnxEvaluator(game, _model_file(spec), threads=threads)
+        if spec.startswith("model:"):
+            evaluator = OnnxEvaluator(game, spec.removeprefix("model:"), threads=threads)
+        else:
+            evaluator = _registry_evaluator(spec, game, threads)
         # Back up values the way the network learned them (see OnnxEvaluator).
         config = SearchConfig(value_discount=evaluator.value_discount)
         return SearchPlayer(spec, game, evaluator, simulations, config, seed=seed)
@@ -120,11 +123,14 @@ def make_player(
     )
 
 
-def _model_file(spec: str) -> str:
-    """A local .onnx path for `model:PATH` or a registry URI such as
-    `models:/cartridge-connect4@champion` (downloaded through MLflow)."""
-    if spec.startswith("model:"):
-        return spec.removeprefix("model:")
+def _registry_evaluator(spec: str, game: Game, threads: int):
+    """An evaluator for a registry URI such as `models:/cartridge-connect4@champion`.
+
+    The download is deleted as soon as onnxruntime holds the model in memory: the gate
+    builds two such players every iteration, and their files would otherwise pile up
+    in the temporary directory for as long as the loop runs."""
+    from cartridge.evaluators.onnx_model import OnnxEvaluator
     from cartridge.tracking import fetch_onnx
 
-    return str(fetch_onnx(spec, Path(tempfile.mkdtemp(prefix="cartridge-model-"))))
+    with tempfile.TemporaryDirectory(prefix="cartridge-model-") as directory:
+        return OnnxEvaluator(game, fetch_onnx(spec, Path(directory)), threads=threads)
