@@ -107,13 +107,7 @@ def make_player(
     if spec == "mcts:rollout":
         return SearchPlayer(spec, game, RolloutEvaluator(game, seed=seed), simulations, seed=seed)
     if spec.startswith(("model:", "models:/")):
-        from cartridge.evaluators.onnx_model import OnnxEvaluator
-
-        threads = threads or available_cpus()
-        if spec.startswith("model:"):
-            evaluator = OnnxEvaluator(game, spec.removeprefix("model:"), threads=threads)
-        else:
-            evaluator = _registry_evaluator(spec, game, threads)
+        evaluator = _network_evaluator(spec, game, threads or available_cpus())
         # Back up values the way the network learned them (see OnnxEvaluator).
         config = SearchConfig(value_discount=evaluator.value_discount)
         return SearchPlayer(spec, game, evaluator, simulations, config, seed=seed)
@@ -123,13 +117,17 @@ def make_player(
     )
 
 
-def _registry_evaluator(spec: str, game: Game, threads: int):
-    """An evaluator for a registry URI such as `models:/cartridge-connect4@champion`.
+def _network_evaluator(spec: str, game: Game, threads: int):
+    """An evaluator for `model:PATH.onnx` or a registry URI such as
+    `models:/cartridge-connect4@champion`.
 
-    The download is deleted as soon as onnxruntime holds the model in memory: the gate
-    builds two such players every iteration, and their files would otherwise pile up
-    in the temporary directory for as long as the loop runs."""
+    A registry download is deleted as soon as onnxruntime holds the model in memory:
+    the gate builds two such players every iteration, and their files would otherwise
+    pile up in the temporary directory for as long as the loop runs."""
     from cartridge.evaluators.onnx_model import OnnxEvaluator
+
+    if spec.startswith("model:"):
+        return OnnxEvaluator(game, spec.removeprefix("model:"), threads=threads)
     from cartridge.tracking import fetch_onnx
 
     with tempfile.TemporaryDirectory(prefix="cartridge-model-") as directory:

@@ -447,7 +447,7 @@ def _continue_optimizer(optimizer: torch.optim.Optimizer, initial: dict | None) 
         mlflow.set_tag("optimizer_state", "fresh")
         return
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    for index, values in initial.get("state", {}).items():
+    for index, values in initial["state"].items():
         shapes = {tuple(v.shape) for v in values.values() if v.dim() > 0}
         if index >= len(parameters) or shapes - {tuple(parameters[index].shape)}:
             raise TrainingError(
