@@ -14,7 +14,9 @@ import torch
 
 from cartridge import storage
 from cartridge.evaluators import UniformEvaluator
+from cartridge.evaluators.torch_model import TorchEvaluator
 from cartridge.games import load
+from cartridge.networks import build_network, default_network_config
 from cartridge.replay import read_shard, write_shard
 from cartridge.selfplay import SelfPlayConfig, play_selfplay
 from cartridge.tracking import use_tracking
@@ -298,6 +300,75 @@ def test_initial_weights_bring_their_optimizer_state(embedded_env, shard_dirs, t
             steps=3,
             init_checkpoint=checkpoints.checkpoint_location(str(tmp_path / "x")),
         )
+
+
+def test_the_starting_network_is_measured_on_seen_and_unseen_positions(
+    embedded_env, shard_dirs, tmp_path
+):
+    tracking_uri = f"sqlite:///{tmp_path / 'heldout.db'}"
+    client = use_tracking(tracking_uri)
+    # Long enough on one small shard to memorise its outcomes.
+    first = run_training(
+        tmp_path / "a",
+        [shard_dirs["ttt-a"]],
+        tracking_uri,
+        steps=300,
+        learning_rate=1e-2,
+        augment=False,
+    )
+    assert "seen_value_loss" not in client.get_run(first.run_id).data.metrics
+    second = run_training(
+        tmp_path / "b",
+        [shard_dirs["ttt-a"], shard_dirs["ttt-b"]],
+        tracking_uri,
+        steps=2,
+        init_checkpoint=first.checkpoint,
+    )
+    metrics = client.get_run(second.run_id).data.metrics
+    # Logged before the first step: the first run's network on its own shard (seen)
+    # and on the shard it never trained on (unseen).
+    history = client.get_metric_history(second.run_id, "unseen_value_loss")
+    assert [m.step for m in history] == [0]
+    assert metrics["seen_value_loss"] < 0.7 * metrics["unseen_value_loss"]
+    assert metrics["seen_policy_loss"] < metrics["unseen_policy_loss"]
+
+    # The same numbers from the first run's final weights, computed directly.
+    game = load("tictactoe")
+    network = build_network(game, default_network_config(game))
+    network.load_state_dict(checkpoints.load(first.checkpoint)["model"])
+    evaluator = TorchEvaluator(game, network.eval())
+    for part, name in (("seen", "ttt-a"), ("unseen", "ttt-b")):
+        shard = read_shard(shard_dirs[name])
+        logits, values = evaluator.evaluate(shard.planes.astype(np.float32))
+        log_policy = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        policy_loss = -(shard.policy * log_policy).sum(1).mean()
+        value_loss = ((values.reshape(-1) - shard.outcome) ** 2).mean()
+        assert metrics[f"{part}_policy_loss"] == pytest.approx(policy_loss, rel=1e-3)
+        assert metrics[f"{part}_value_loss"] == pytest.approx(value_loss, rel=1e-3)
+
+    # Every shard seen: only the seen part. Older checkpoints without the list: neither.
+    third = run_training(
+        tmp_path / "c",
+        [shard_dirs["ttt-a"]],
+        tracking_uri,
+        steps=2,
+        init_checkpoint=first.checkpoint,
+    )
+    logged = client.get_run(third.run_id).data.metrics
+    assert "seen_value_loss" in logged and "unseen_value_loss" not in logged
+    no_list = checkpoints.load(first.checkpoint)
+    del no_list["shards"]
+    checkpoints.save(str(tmp_path / "w"), no_list)
+    fourth = run_training(
+        tmp_path / "d",
+        [shard_dirs["ttt-b"]],
+        tracking_uri,
+        steps=2,
+        init_checkpoint=checkpoints.checkpoint_location(str(tmp_path / "w")),
+    )
+    assert not {"seen_value_loss", "unseen_value_loss"} & set(
+        client.get_run(fourth.run_id).data.metrics
+    )
 
 
 def test_training_continues_from_the_newest_model_or_the_champion(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +25,22 @@ class ReplayData:
     # Per-ply discount in the value targets; the network's values mean "discounted
     # result", so every search that plays it must back up with the same factor.
     value_discount: float = 1.0
+    shard_sizes: list[int] = field(default_factory=list)  # positions per source, in order
 
     def __len__(self) -> int:
         return len(self.outcome)
+
+    def positions_from(self, sources: set[str]) -> np.ndarray:
+        """Indices of the positions that came from any of `sources`."""
+        ends = np.cumsum(self.shard_sizes)
+        return np.concatenate(
+            [
+                np.arange(end - size, end)
+                for source, size, end in zip(self.sources, self.shard_sizes, ends, strict=True)
+                if source in sources
+            ]
+            or [np.zeros(0, dtype=np.int64)]
+        )
 
 
 def resolve_window(replay_root: str, window: int) -> list[str]:
@@ -102,6 +115,7 @@ def load_replay(locations: list[str], game_name: str) -> ReplayData:
         outcome=np.concatenate([p.outcome for p in parts]),
         sources=[str(location) for location in locations],
         value_discount=_value_discount(parts),
+        shard_sizes=[len(p) for p in parts],
     )
 
 

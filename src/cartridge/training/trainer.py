@@ -42,6 +42,7 @@ from cartridge.training import checkpoint
 from cartridge.training.batches import BatchSampler
 from cartridge.training.config import TrainConfig
 from cartridge.training.data import ReplayData, load_replay
+from cartridge.training.heldout import starting_losses
 
 log = logging.getLogger(__name__)
 
@@ -277,10 +278,8 @@ def _train_run(
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     model = build_network(game, network)
-    initial_optimizer = (
-        _load_initial_weights(model, init_checkpoint, game.name, network)
-        if init_checkpoint
-        else None
+    initial = (
+        _load_initial_weights(model, init_checkpoint, game.name, network) if init_checkpoint else {}
     )
     model.to(device)
     if device.type == "cuda" and network.kind == "resnet":
@@ -289,7 +288,12 @@ def _train_run(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     if not saved:
-        _continue_optimizer(optimizer, initial_optimizer)
+        _continue_optimizer(optimizer, initial.get("optimizer"))
+        if "shards" in initial:  # checkpoints from before the list was saved lack it
+            trained_on = set(initial["shards"])
+            mlflow.log_metrics(
+                starting_losses(model, data, trained_on, device, alphazero_loss), step=0
+            )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
@@ -387,6 +391,9 @@ def _train_run(
                 "game": game.name,
                 "network": network.model_dump(),
                 "step": step,
+                # What these weights trained on: the next run from them tells seen
+                # positions from new ones (training/heldout.py).
+                "shards": shards,
             },
             final,
         )
@@ -415,11 +422,10 @@ def _train_run(
     )
 
 
-def _load_initial_weights(
-    model, location: str, game_name: str, network: NetworkConfig
-) -> dict | None:
+def _load_initial_weights(model, location: str, game_name: str, network: NetworkConfig) -> dict:
     """Start from another run's weights (the champion's), refusing a different game or
-    shape. Returns that run's optimizer state, where the checkpoint holds one."""
+    shape. Returns the checkpoint: that run's optimizer state and the shards it trained
+    on, where it holds them."""
     saved = checkpoint.load(location)
     if saved.get("game") != game_name:
         raise TrainingError(
@@ -432,7 +438,7 @@ def _load_initial_weights(
             f"initial checkpoint {location} does not fit the {network.kind} "
             f"network configured here: {str(error).splitlines()[0]}"
         ) from error
-    return saved.get("optimizer")
+    return saved
 
 
 def _continue_optimizer(optimizer: torch.optim.Optimizer, initial: dict | None) -> None:

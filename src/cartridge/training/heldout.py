@@ -1,0 +1,69 @@
+"""The starting network's losses on window positions it trained on and on ones it never saw.
+
+Continuous training starts each run from the previous run's weights on a window that
+overlaps the previous one: most positions were trained on already, the newest were
+not. Before the first step, the same network's losses on the two parts separate what
+it learned from what it memorised. A value loss far lower on seen positions than on
+unseen ones means each position is trained on too often for the data the loop makes
+(too many steps per iteration for the games played): the network fits the outcomes
+of its games rather than positions it has not met, and its play stops improving.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cartridge.training.data import ReplayData
+
+# Enough for a loss to about a percent; a few seconds of a CPU before training.
+MAX_POSITIONS = 4096
+BATCH = 1024
+
+
+def starting_losses(
+    model: torch.nn.Module,
+    data: ReplayData,
+    trained_on: set[str],
+    device: torch.device,
+    loss_fn,
+) -> dict[str, float]:
+    """`seen_*` / `unseen_*` policy and value losses of `model` as it is now, on the
+    window's positions from shards in `trained_on` and from the others. A part with no
+    positions is left out. Evenly spaced positions, no augmentation, no randomness:
+    the training's random stream is left as it was."""
+    seen = data.positions_from(trained_on)
+    unseen = np.setdiff1d(np.arange(len(data)), seen, assume_unique=True)
+    losses: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for part, indices in (("seen", seen), ("unseen", unseen)):
+            if len(indices):
+                policy, value = _losses(model, data, _spread(indices), device, loss_fn)
+                losses[f"{part}_policy_loss"] = policy
+                losses[f"{part}_value_loss"] = value
+    finally:
+        model.train(was_training)
+    return losses
+
+
+def _spread(indices: np.ndarray) -> np.ndarray:
+    if len(indices) <= MAX_POSITIONS:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, MAX_POSITIONS).astype(np.int64)]
+
+
+@torch.no_grad()
+def _losses(model, data: ReplayData, indices: np.ndarray, device, loss_fn) -> tuple[float, float]:
+    policy_total = value_total = 0.0
+    for start in range(0, len(indices), BATCH):
+        chunk = indices[start : start + BATCH]
+        planes = torch.from_numpy(data.planes[chunk]).to(device).float()
+        target_policy = torch.from_numpy(data.policy[chunk]).to(device)
+        target_value = torch.from_numpy(data.outcome[chunk]).to(device)
+        logits, values = model(planes)
+        _, policy, value = loss_fn(logits, values, target_policy, target_value, 1.0)
+        policy_total += float(policy) * len(chunk)
+        value_total += float(value) * len(chunk)
+    return policy_total / len(indices), value_total / len(indices)
