@@ -331,6 +331,9 @@ def test_the_starting_network_is_measured_on_seen_and_unseen_positions(
     assert [m.step for m in history] == [0]
     assert metrics["seen_value_loss"] < 0.7 * metrics["unseen_value_loss"]
     assert metrics["seen_policy_loss"] < metrics["unseen_policy_loss"]
+    sizes = [len(read_shard(shard_dirs[name])) for name in ("ttt-a", "ttt-b")]
+    assert (metrics["seen_positions"], metrics["unseen_positions"]) == tuple(sizes)
+    assert metrics["samples_per_unseen_position"] == pytest.approx(2 * 32 / sizes[1])
 
     # The same numbers from the first run's final weights, computed directly.
     game = load("tictactoe")
@@ -356,6 +359,7 @@ def test_the_starting_network_is_measured_on_seen_and_unseen_positions(
     )
     logged = client.get_run(third.run_id).data.metrics
     assert "seen_value_loss" in logged and "unseen_value_loss" not in logged
+    assert logged["unseen_positions"] == 0 and "samples_per_unseen_position" not in logged
     no_list = checkpoints.load(first.checkpoint)
     del no_list["shards"]
     checkpoints.save(str(tmp_path / "w"), no_list)

@@ -29,12 +29,13 @@ def starting_losses(
     loss_fn,
 ) -> dict[str, float]:
     """`seen_*` / `unseen_*` policy and value losses of `model` as it is now, on the
-    window's positions from shards in `trained_on` and from the others. A part with no
-    positions is left out. Evenly spaced positions, no augmentation, no randomness:
+    window's positions from shards in `trained_on` and from the others, with the
+    positions each part holds (`seen_positions`, `unseen_positions`). A part with no
+    positions has no losses. Evenly spaced positions, no augmentation, no randomness:
     the training's random stream is left as it was."""
     seen = data.positions_from(trained_on)
     unseen = np.setdiff1d(np.arange(len(data)), seen, assume_unique=True)
-    losses: dict[str, float] = {}
+    losses = {"seen_positions": float(len(seen)), "unseen_positions": float(len(unseen))}
     was_training = model.training
     model.eval()
     try:

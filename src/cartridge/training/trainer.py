@@ -291,9 +291,12 @@ def _train_run(
         _continue_optimizer(optimizer, initial.get("optimizer"))
         if "shards" in initial:  # checkpoints from before the list was saved lack it
             trained_on = set(initial["shards"])
-            mlflow.log_metrics(
-                starting_losses(model, data, trained_on, device, alphazero_loss), step=0
-            )
+            measured = starting_losses(model, data, trained_on, device, alphazero_loss)
+            if measured["unseen_positions"]:
+                # How often each new position will be drawn: the knob behind the gap.
+                samples = config.steps * config.batch_size
+                measured["samples_per_unseen_position"] = samples / measured["unseen_positions"]
+            mlflow.log_metrics(measured, step=0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
