@@ -3,10 +3,10 @@
 Continuous training starts each run from the previous run's weights on a window that
 overlaps the previous one: most positions were trained on already, the newest were
 not. Before the first step, the same network's losses on the two parts separate what
-it learned from what it memorised. A value loss far lower on seen positions than on
-unseen ones means each position is trained on too often for the data the loop makes
-(too many steps per iteration for the games played): the network fits the outcomes
-of its games rather than positions it has not met, and its play stops improving.
+it learned from what it memorised. The unseen losses are the honest measure of what it
+learned; a value loss far lower on seen positions means each position is trained on
+too often for the data the loop makes (too many steps per iteration for the games
+played), and the time of those extra steps fits the outcomes of old games.
 """
 
 from __future__ import annotations
