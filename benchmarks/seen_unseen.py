@@ -22,13 +22,12 @@ import mlflow
 import torch
 
 from cartridge.games import load
-from cartridge.loop import _checkpoint_of
+from cartridge.loop import checkpoint_of
 from cartridge.networks import NetworkConfig, build_network
 from cartridge.tracking import registered_model_name, use_tracking
 from cartridge.training import checkpoint
 from cartridge.training.data import load_replay
 from cartridge.training.heldout import starting_losses
-from cartridge.training.trainer import alphazero_loss
 
 
 def trained_shards(client, game_name: str, version: int) -> list[str]:
@@ -50,11 +49,11 @@ def main() -> None:
         later = [trained_shards(client, args.game, version + k) for k in range(1, args.ahead + 1)]
         unseen = sorted({shard for shards in later for shard in shards} - set(seen))
         with tempfile.TemporaryDirectory() as workdir:
-            saved = checkpoint.load(_checkpoint_of(args.game, str(version), Path(workdir)))
+            saved = checkpoint.load(checkpoint_of(args.game, str(version), Path(workdir)))
         network = build_network(game, NetworkConfig.model_validate(saved["network"]))
         network.load_state_dict(saved["model"])
         data = load_replay(seen + unseen, args.game)
-        losses = starting_losses(network, data, set(seen), torch.device("cpu"), alphazero_loss)
+        losses = starting_losses(network, data, set(seen), torch.device("cpu"))
         print(
             json.dumps(
                 {"version": version, "seen_shards": len(seen), "unseen_shards": len(unseen)}

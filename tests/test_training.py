@@ -252,6 +252,15 @@ def test_initial_weights_must_fit(embedded_env, shard_dirs, tmp_path):
         )
 
 
+def _checkpoint_without(location, key: str, directory) -> str:
+    """The checkpoint at `location` saved again under `directory` without `key`, as
+    checkpoints written before that entry existed look."""
+    saved = checkpoints.load(str(location))
+    del saved[key]
+    checkpoints.save(str(directory), saved)
+    return checkpoints.checkpoint_location(str(directory))
+
+
 def _adam_steps(location) -> set[int]:
     state = checkpoints.load(str(location))["optimizer"]["state"]
     return {int(values["step"]) for values in state.values()}
@@ -274,15 +283,12 @@ def test_initial_weights_bring_their_optimizer_state(embedded_env, shard_dirs, t
     assert client.get_run(second.run_id).data.tags["optimizer_state"] == "carried"
 
     # Weights saved without optimizer state (older checkpoints): a fresh optimizer.
-    weights_only = checkpoints.load(first.checkpoint)
-    del weights_only["optimizer"]
-    checkpoints.save(str(tmp_path / "w"), weights_only)
     third = run_training(
         tmp_path / "c",
         [shard_dirs["ttt-a"]],
         tracking_uri,
         steps=3,
-        init_checkpoint=checkpoints.checkpoint_location(str(tmp_path / "w")),
+        init_checkpoint=_checkpoint_without(first.checkpoint, "optimizer", tmp_path / "w"),
     )
     assert _adam_steps(third.checkpoint) == {3}
     assert client.get_run(third.run_id).data.tags["optimizer_state"] == "fresh"
@@ -360,15 +366,12 @@ def test_the_starting_network_is_measured_on_seen_and_unseen_positions(
     logged = client.get_run(third.run_id).data.metrics
     assert "seen_value_loss" in logged and "unseen_value_loss" not in logged
     assert logged["unseen_positions"] == 0 and "samples_per_unseen_position" not in logged
-    no_list = checkpoints.load(first.checkpoint)
-    del no_list["shards"]
-    checkpoints.save(str(tmp_path / "w"), no_list)
     fourth = run_training(
         tmp_path / "d",
         [shard_dirs["ttt-b"]],
         tracking_uri,
         steps=2,
-        init_checkpoint=checkpoints.checkpoint_location(str(tmp_path / "w")),
+        init_checkpoint=_checkpoint_without(first.checkpoint, "shards", tmp_path / "w"),
     )
     assert not {"seen_value_loss", "unseen_value_loss"} & set(
         client.get_run(fourth.run_id).data.metrics

@@ -323,7 +323,7 @@ def train_step(
     )
     with tempfile.TemporaryDirectory(prefix="cartridge-train-") as workdir:
         start = None if resume else _starting_version(game_name, champion, train_from)
-        init = _checkpoint_of(game_name, start, Path(workdir)) if start else None
+        init = checkpoint_of(game_name, start, Path(workdir)) if start else None
         result = train(
             config,
             shards,
@@ -367,7 +367,7 @@ def network_for(game_name: str, blocks: int | None, channels: int | None):
     return NetworkConfig.model_validate({**network.model_dump(), **sizes})
 
 
-def _checkpoint_of(game_name: str, version_number: str, directory: Path) -> str:
+def checkpoint_of(game_name: str, version_number: str, directory: Path) -> str:
     """The torch checkpoint logged by the training run that produced a model version."""
     import mlflow
 

@@ -17,7 +17,8 @@ from cartridge.networks import NetworkConfig, build_network, default_network_con
 from cartridge.replay import write_shard
 from cartridge.selfplay import SelfPlayConfig, play_selfplay
 from cartridge.training import TrainConfig, train
-from cartridge.training.trainer import alphazero_loss, select_device
+from cartridge.training.losses import alphazero_loss
+from cartridge.training.trainer import select_device
 
 WARMUP_STEPS = 5
 

@@ -30,17 +30,9 @@ class ReplayData:
     def __len__(self) -> int:
         return len(self.outcome)
 
-    def positions_from(self, sources: set[str]) -> np.ndarray:
-        """Indices of the positions that came from any of `sources`."""
-        ends = np.cumsum(self.shard_sizes)
-        return np.concatenate(
-            [
-                np.arange(end - size, end)
-                for source, size, end in zip(self.sources, self.shard_sizes, ends, strict=True)
-                if source in sources
-            ]
-            or [np.zeros(0, dtype=np.int64)]
-        )
+    def from_sources(self, sources: set[str]) -> np.ndarray:
+        """Bool mask [N]: which positions came from any of `sources`."""
+        return np.repeat([source in sources for source in self.sources], self.shard_sizes)
 
 
 def resolve_window(replay_root: str, window: int) -> list[str]:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from cartridge.training.data import ReplayData
+from cartridge.training.losses import alphazero_loss
 
 # Enough to read a gap of tens of percent (a few percent standard error); one to two
 # seconds of two CPU cores for a 5x64 ResNet, next to ~15-45 s of training an iteration.
@@ -27,22 +28,21 @@ def starting_losses(
     data: ReplayData,
     trained_on: set[str],
     device: torch.device,
-    loss_fn,
 ) -> dict[str, float]:
     """`seen_*` / `unseen_*` policy and value losses of `model` as it is now, on the
     window's positions from shards in `trained_on` and from the others, with the
     positions each part holds (`seen_positions`, `unseen_positions`). A part with no
     positions has no losses. Evenly spaced positions, no augmentation, no randomness:
     the training's random stream is left as it was."""
-    seen = data.positions_from(trained_on)
-    unseen = np.setdiff1d(np.arange(len(data)), seen, assume_unique=True)
+    trained = data.from_sources(trained_on)
+    seen, unseen = np.flatnonzero(trained), np.flatnonzero(~trained)
     losses = {"seen_positions": float(len(seen)), "unseen_positions": float(len(unseen))}
     was_training = model.training
     model.eval()
     try:
         for part, indices in (("seen", seen), ("unseen", unseen)):
             if len(indices):
-                policy, value = _losses(model, data, _spread(indices), device, loss_fn)
+                policy, value = _losses(model, data, _spread(indices), device)
                 losses[f"{part}_policy_loss"] = policy
                 losses[f"{part}_value_loss"] = value
     finally:
@@ -57,7 +57,7 @@ def _spread(indices: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def _losses(model, data: ReplayData, indices: np.ndarray, device, loss_fn) -> tuple[float, float]:
+def _losses(model, data: ReplayData, indices: np.ndarray, device) -> tuple[float, float]:
     policy_total = value_total = 0.0
     for start in range(0, len(indices), BATCH):
         chunk = indices[start : start + BATCH]
@@ -65,7 +65,7 @@ def _losses(model, data: ReplayData, indices: np.ndarray, device, loss_fn) -> tu
         target_policy = torch.from_numpy(data.policy[chunk]).to(device)
         target_value = torch.from_numpy(data.outcome[chunk]).to(device)
         logits, values = model(planes)
-        _, policy, value = loss_fn(logits, values, target_policy, target_value, 1.0)
+        _, policy, value = alphazero_loss(logits, values, target_policy, target_value, 1.0)
         policy_total += float(policy) * len(chunk)
         value_total += float(value) * len(chunk)
     return policy_total / len(indices), value_total / len(indices)

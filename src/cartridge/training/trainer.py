@@ -24,7 +24,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import cartridge
 from cartridge.evaluators.onnx_model import OnnxEvaluator
@@ -43,6 +42,7 @@ from cartridge.training.batches import BatchSampler
 from cartridge.training.config import TrainConfig
 from cartridge.training.data import ReplayData, load_replay
 from cartridge.training.heldout import starting_losses
+from cartridge.training.losses import alphazero_loss
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,6 @@ def select_device(preference: str) -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(preference)
-
-
-def alphazero_loss(logits, values, target_policy, target_value, value_weight: float):
-    """Cross-entropy against the visit distribution plus squared value error.
-
-    Weight decay, the third AlphaZero term, is applied by the optimizer.
-    """
-    policy_loss = -(target_policy * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
-    value_loss = F.mse_loss(values.float(), target_value)
-    return policy_loss + value_weight * value_loss, policy_loss, value_loss
 
 
 def git_commit() -> str:
@@ -291,7 +281,7 @@ def _train_run(
         _continue_optimizer(optimizer, initial.get("optimizer"))
         if "shards" in initial:  # checkpoints from before the list was saved lack it
             trained_on = set(initial["shards"])
-            measured = starting_losses(model, data, trained_on, device, alphazero_loss)
+            measured = starting_losses(model, data, trained_on, device)
             if measured["unseen_positions"]:
                 # How often each new position will be drawn: the knob behind the gap.
                 samples = config.steps * config.batch_size
