@@ -103,6 +103,7 @@ def test_perfect_connect4_player_beats_search_from_both_seats():
 
 def test_solver_accuracy_on_a_fixed_position_set():
     from cartridge.arena.accuracy import (
+        judge_moves,
         solver_agreement,
         solver_optimal_fraction,
         solver_positions,
@@ -117,6 +118,9 @@ def test_solver_accuracy_on_a_fixed_position_set():
     assert solver_optimal_fraction(make_player("random", game, 0), positions) < 0.8
     optimal, keeps_result = solver_agreement(make_player("mcts:rollout", game, 50), positions)
     assert 0 < optimal <= keeps_result < 1  # a best move always keeps the result
+    per_move = judge_moves(make_player("mcts:rollout", game, 50), positions)
+    assert [float(judged.mean()) for judged in per_move] == [optimal, keeps_result]
+    assert not (per_move[0] & ~per_move[1]).any()
 
 
 def test_arena_json_reports_solver_accuracy_for_connect4():

@@ -41,16 +41,18 @@ def solver_agreement(player: Player, positions: list[State]) -> tuple[float, flo
     - keeps result: the move keeps the game-theoretic result (win, draw or loss) of
       the best move, the measure most published Connect 4 benchmarks quote.
     """
-    optimal, keeps_result = _judge(player, positions)
+    optimal, keeps_result = judge_moves(player, positions)
     return float(optimal.mean()), float(keeps_result.mean())
 
 
 def optimal_moves(player: Player, positions: list[State]) -> np.ndarray:
     """Per position, whether `player`'s move has the solver's best value."""
-    return _judge(player, positions)[0]
+    return judge_moves(player, positions)[0]
 
 
-def _judge(player: Player, positions: list[State]) -> tuple[np.ndarray, np.ndarray]:
+def judge_moves(player: Player, positions: list[State]) -> tuple[np.ndarray, np.ndarray]:
+    """Per position, whether `player`'s move is optimal and whether it keeps the result
+    (the two readings of `solver_agreement`)."""
     chosen = player.choose(positions)
     optimal, keeps_result = [], []
     for state, action in zip(positions, chosen, strict=True):

@@ -1,0 +1,60 @@
+"""Where a player's solver misses are: the fixed solver positions grouped by how many
+random plies made them.
+
+Usage:
+    .venv/bin/python benchmarks/solver_depth.py --player model:PATH.onnx [--sims 100]
+(or a registry URI with the stack's clients configured, `eval "$(cartridge stack env)"`)
+
+Prints one JSON line a depth band: positions, solver-optimal and result-keeping
+shares, as `cartridge arena --solver-positions` counts them; then the same two shares
+over the set's distinct positions (the shallowest ones repeat: the empty board can
+come up several times in a seeded draw).
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+from cartridge.arena.accuracy import judge_moves, solver_positions
+from cartridge.arena.players import make_player
+from cartridge.games import load
+
+BANDS = ((0, 4), (5, 8), (9, 14), (15, 24))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--game", default="connect4")
+    parser.add_argument("--player", required=True)
+    parser.add_argument("--sims", type=int, default=100)
+    parser.add_argument("--positions", type=int, default=200)
+    args = parser.parse_args()
+    game = load(args.game)
+    positions = solver_positions(game, args.positions)
+    optimal, keeps_result = judge_moves(make_player(args.player, game, args.sims), positions)
+    plies = np.array([state.ply for state in positions])
+    for low, high in BANDS:
+        band = (plies >= low) & (plies <= high)
+        row = {"plies": f"{low}-{high}", "positions": int(band.sum())}
+        if band.any():
+            row |= {
+                "solver_optimal": round(float(optimal[band].mean()), 4),
+                "keeps_result": round(float(keeps_result[band].mean()), 4),
+            }
+        print(json.dumps(row))
+    keys = [str(state) for state in positions]
+    distinct = np.array([keys.index(key) == i for i, key in enumerate(keys)])
+    print(
+        json.dumps(
+            {
+                "distinct_positions": int(distinct.sum()),
+                "solver_optimal": round(float(optimal[distinct].mean()), 4),
+                "keeps_result": round(float(keeps_result[distinct].mean()), 4),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
