@@ -349,7 +349,10 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                         )
                     )
                     play.set_display_name(f"selfplay {i}").set_caching_options(False)
-                    play.set_cpu_request("2").set_memory_request("2Gi").set_memory_limit("4Gi")
+                    # One shard is one thread of search and one onnxruntime thread
+                    # (evaluators/onnx_model.py): a second core would sit idle.
+                    # More shards, not bigger pods, use more cores.
+                    play.set_cpu_request("1").set_memory_request("2Gi").set_memory_limit("4Gi")
                     play.set_retry(num_retries=2)
                 learn = _with_credentials(
                     ops["train"](

@@ -40,6 +40,8 @@ def test_compiled_yaml_is_a_pipeline_spec_with_the_cluster_settings(compiled):
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert resources["accelerator"]["resourceCount"] == "1"
     assert resources["resourceMemoryLimit"] == "32Gi"
+    selfplay = json_format.MessageToDict(executors["exec-selfplay"])["container"]["resources"]
+    assert selfplay["resourceCpuRequest"] == "1"  # one search thread, one onnxruntime thread
     images = {json_format.MessageToDict(e)["container"]["image"] for e in executors.values()}
     assert images == {"reg/cartridge:1"}
     assert "pip install" not in text  # install_kfp_package=False: nothing installed at run time
