@@ -12,7 +12,8 @@ then the solver share of each exported network with search, on this machine:
         --player2 perfect --games 2 --sims 100 --solver-positions 200 --json
 
 Shards whose self-play champion is version --holdout-from or later form the unseen
-part; all earlier ones (and those of the uniform starting player) are trained on.
+part; all earlier ones (and those of the uniform starting player) are trained on, or
+with --trained-from N only those of champions N and later (a smaller, newer window).
 One JSON line a network: training time, then the trainer's own seen/unseen check
 (`cartridge.training.heldout`) on the final weights. A network that learns more
 from the same data shows a lower unseen value and policy loss; a large seen/unseen
@@ -66,6 +67,8 @@ def split_replay(
 
 def parse_network(spec: str) -> NetworkConfig:
     blocks, _, channels = spec.partition("x")
+    if not (blocks.isdigit() and channels.isdigit()):
+        raise SystemExit(f"--networks: {spec!r} is not BLOCKSxCHANNELS, e.g. 10x64")
     return NetworkConfig(kind="resnet", blocks=int(blocks), channels=int(channels))
 
 
