@@ -95,6 +95,7 @@ def main() -> None:
 
 
 def measure(game, replay: Path, args: argparse.Namespace) -> None:
+    networks = {spec: parse_network(spec) for spec in args.networks.split(",")}
     trained, unseen = split_replay(replay, game.name, args.holdout_from, args.trained_from)
     data = load_replay(trained + unseen, game.name)
     device = select_device(args.device)
@@ -110,8 +111,7 @@ def measure(game, replay: Path, args: argparse.Namespace) -> None:
         flush=True,
     )
     for steps in (int(s) for s in args.steps.split(",")):
-        for spec in args.networks.split(","):
-            network = parse_network(spec)
+        for spec, network in networks.items():
             config = TrainConfig(
                 game=game.name,
                 steps=steps,
