@@ -30,6 +30,7 @@ import torch
 
 from cartridge import storage
 from cartridge.games import load
+from cartridge.loop import champion_version
 from cartridge.networks import NetworkConfig, build_network, export_onnx
 from cartridge.replay import METADATA_FILE, read_metadata
 from cartridge.training import TrainConfig, checkpoint, train
@@ -38,10 +39,10 @@ from cartridge.training.heldout import starting_losses
 from cartridge.training.trainer import select_device
 
 
-def champion_version(model: str) -> int:
-    """`models:/cartridge-connect4/12` -> 12; the uniform starting player -> 0."""
-    tail = model.rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+def played_by(game_name: str, model: str) -> int:
+    """The champion version a shard's games were played by; 0 for the uniform player."""
+    version = champion_version(game_name, model)
+    return int(version) if version.isdigit() else 0
 
 
 def split_replay(
@@ -52,7 +53,7 @@ def split_replay(
         metadata = read_metadata(metadata_path.parent)
         if metadata.game != game_name:
             continue
-        version = champion_version(metadata.model)
+        version = played_by(game_name, metadata.model)
         if version >= holdout_from:
             unseen.append(str(metadata_path.parent))
         elif version >= trained_from:

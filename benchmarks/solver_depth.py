@@ -43,8 +43,9 @@ def main() -> None:
                 "keeps_result": round(float(keeps_result[band].mean()), 4),
             }
         print(json.dumps(row))
-    keys = [str(state) for state in positions]
-    distinct = np.array([keys.index(key) == i for i, key in enumerate(keys)])
+    _, first = np.unique([str(state) for state in positions], return_index=True)
+    distinct = np.zeros(len(positions), dtype=bool)
+    distinct[first] = True
     print(
         json.dumps(
             {
