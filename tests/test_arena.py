@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from cartridge.arena import make_player, play_match, summarize
@@ -121,6 +122,19 @@ def test_solver_accuracy_on_a_fixed_position_set():
     per_move = judge_moves(make_player("mcts:rollout", game, 50), positions)
     assert [float(judged.mean()) for judged in per_move] == [optimal, keeps_result]
     assert not (per_move[0] & ~per_move[1]).any()
+
+
+def test_connect4_positions_are_valued_from_their_network_planes():
+    from cartridge.arena.accuracy import solver_positions
+    from cartridge.solvers import connect4_values_from_planes
+
+    game = load("connect4")
+    positions = solver_positions(game, 12)
+    assert {s.ply % 2 for s in positions} == {0, 1}  # both sides to move are covered
+    for state in positions:
+        assert connect4_values_from_planes(state.planes()) == action_values(state)
+    with pytest.raises(ValueError, match=r"shape \(2, 6, 7\)"):
+        connect4_values_from_planes(np.zeros((2, 3, 3)))
 
 
 def test_arena_json_reports_solver_accuracy_for_connect4():

@@ -45,9 +45,28 @@ def _tictactoe_values(state: State) -> dict[int, int]:
 
 
 def _connect4_values(state: State) -> dict[int, int]:
+    return _connect4_scores(state.stones(0), state.stones(1))
+
+
+def connect4_values_from_planes(planes: np.ndarray) -> dict[int, int]:
+    """`action_values` of the Connect 4 position a network input encodes.
+
+    Replay shards keep positions as planes ([mine, theirs] from the side to move), not
+    as states; this values them without a move sequence. The side to move follows
+    from the stone count: the first player moves when it is even.
+    """
+    planes = np.asarray(planes)
+    if planes.shape != (2, 6, 7):
+        raise ValueError(f"expected Connect 4 planes of shape (2, 6, 7), got {planes.shape}")
+    mine, theirs = planes.astype(bool)
+    first_to_move = int(mine.sum() + theirs.sum()) % 2 == 0
+    return _connect4_scores(*((mine, theirs) if first_to_move else (theirs, mine)))
+
+
+def _connect4_scores(first: np.ndarray, second: np.ndarray) -> dict[int, int]:
     import bitbully
 
-    cells = state.stones(0).astype(np.int8) + 2 * state.stones(1).astype(np.int8)
+    cells = first.astype(np.int8) + 2 * second.astype(np.int8)
     board = bitbully.Board.from_array(cells.tolist())
     return {int(a): int(v) for a, v in _connect4_solver().score_all_moves(board).items()}
 

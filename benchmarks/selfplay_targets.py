@@ -1,0 +1,105 @@
+"""How right self-play's training targets are, judged by the Connect 4 solver, by depth.
+
+Usage:
+    .venv/bin/python benchmarks/selfplay_targets.py --model PATH.onnx \\
+        [--games 300] [--sims 100] [--temperature-moves 10] [--random-opening-plies 8]
+
+Plays one self-play shard with the loop's own code and settings, then values every
+recorded position with the solver. Per depth band it prints one JSON line:
+
+- outcome_agrees: the game's result, seen from the side to move, equals the
+  position's game-theoretic result. This is the value target as AlphaZero defines it
+  (`--search-value-weight 0`); a discount only shrinks it, so its sign is the label.
+- policy_top_optimal / policy_top_keeps_result: the most visited move (the policy
+  target's peak) is solver-optimal / keeps the result.
+- policy_mass_optimal: the share of the policy target on solver-optimal moves.
+
+Why: when the network stops improving on a band of positions, this tells whether
+the targets it is fitted to are any better there; more simulations or fewer sampled
+plies only help if they make these numbers rise.
+"""
+
+import argparse
+import json
+
+import numpy as np
+from solver_depth import BANDS
+
+from cartridge.evaluators.onnx_model import OnnxEvaluator
+from cartridge.games import load
+from cartridge.selfplay.config import SelfPlayConfig
+from cartridge.selfplay.play import play_selfplay
+from cartridge.solvers import connect4_values_from_planes
+
+SELFPLAY_BANDS = (*BANDS, (25, 42))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="ONNX file of a Connect 4 network")
+    parser.add_argument("--games", type=int, default=300)
+    parser.add_argument("--sims", type=int, default=100)
+    parser.add_argument("--temperature-moves", type=int, default=10)
+    parser.add_argument("--random-opening-plies", type=int, default=8)
+    parser.add_argument("--value-discount", type=float, default=0.97)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    game = load("connect4")
+    config = SelfPlayConfig.for_game(
+        game,
+        args.games,
+        args.sims,
+        value_discount=args.value_discount,
+        temperature_moves=args.temperature_moves,
+        random_opening_plies=args.random_opening_plies,
+    )
+    shard = play_selfplay(game, OnnxEvaluator(game, args.model), config, seed=args.seed)
+    meta = shard.metadata
+    print(
+        json.dumps(
+            {
+                "games": meta.games,
+                "positions": meta.positions,
+                "first_player_wins": meta.first_player_wins,
+                "draws": meta.draws,
+                "second_player_wins": meta.second_player_wins,
+            }
+        )
+    )
+    plies = shard.planes.reshape(len(shard.outcome), -1).sum(axis=1)
+    for low, high in SELFPLAY_BANDS:
+        judged = [_judge(shard, i) for i in np.flatnonzero((plies >= low) & (plies <= high))]
+        row = {"plies": f"{low}-{high}", "positions": len(judged)}
+        if judged:
+            means = np.mean(judged, axis=0)
+            row |= {
+                name: round(float(value), 4)
+                for name, value in zip(
+                    (
+                        "outcome_agrees",
+                        "policy_top_optimal",
+                        "policy_top_keeps_result",
+                        "policy_mass_optimal",
+                    ),
+                    means,
+                    strict=True,
+                )
+            }
+        print(json.dumps(row))
+
+
+def _judge(shard, index: int) -> tuple[bool, bool, bool, float]:
+    values = connect4_values_from_planes(shard.planes[index])
+    best = max(values.values())
+    policy = shard.policy[index]
+    top = int(np.argmax(policy))
+    return (
+        np.sign(shard.outcome[index]) == np.sign(best),
+        values[top] == best,
+        np.sign(values[top]) == np.sign(best),
+        float(sum(policy[action] for action, value in values.items() if value == best)),
+    )
+
+
+if __name__ == "__main__":
+    main()
