@@ -13,8 +13,9 @@ and the score against the `perfect` solver player, both at --eval-sims (default 
 the gate uses it too), so runs with different self-play searches compare fairly. One
 JSON line per measurement is appended to <home>/connect4-strength.jsonl. Runs share one
 replay window (the game's last --window iterations, whichever run played them), so
-chaining runs loses no data. Run it from the repository root (the pipeline definition
-is imported from there).
+chaining runs loses no data, and calling it again on the same home carries on (seeds and
+logs continue where the last call stopped). Run it from the repository root (the
+pipeline definition is imported from there).
 """
 
 import argparse
@@ -57,7 +58,8 @@ def main() -> None:
     subprocess.run([*CLI, "stack", "up"], check=True, stdout=subprocess.DEVNULL)
     results = Path(args.home) / "connect4-strength.jsonl"
     began = time.monotonic()
-    run = 0
+    # Carrying on in the same home continues the count, so no seed or log repeats.
+    run = len(list(Path(args.home).glob("pipeline-*.log")))
     while time.monotonic() - began < args.minutes * 60:
         run += 1
         log = Path(args.home) / f"pipeline-{run}.log"
