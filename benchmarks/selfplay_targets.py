@@ -70,35 +70,22 @@ def main() -> None:
     for low, high in SELFPLAY_BANDS:
         judged = [_judge(shard, i) for i in np.flatnonzero((plies >= low) & (plies <= high))]
         row = {"plies": f"{low}-{high}", "positions": len(judged)}
-        if judged:
-            means = np.mean(judged, axis=0)
-            row |= {
-                name: round(float(value), 4)
-                for name, value in zip(
-                    (
-                        "outcome_agrees",
-                        "policy_top_optimal",
-                        "policy_top_keeps_result",
-                        "policy_mass_optimal",
-                    ),
-                    means,
-                    strict=True,
-                )
-            }
+        for measure in judged[0] if judged else ():
+            row[measure] = round(float(np.mean([j[measure] for j in judged])), 4)
         print(json.dumps(row))
 
 
-def _judge(shard, index: int) -> tuple[bool, bool, bool, float]:
+def _judge(shard, index: int) -> dict[str, float]:
     values = connect4_values_from_planes(shard.planes[index])
     best = max(values.values())
     policy = shard.policy[index]
     top = int(np.argmax(policy))
-    return (
-        np.sign(shard.outcome[index]) == np.sign(best),
-        values[top] == best,
-        np.sign(values[top]) == np.sign(best),
-        float(sum(policy[action] for action, value in values.items() if value == best)),
-    )
+    return {
+        "outcome_agrees": np.sign(shard.outcome[index]) == np.sign(best),
+        "policy_top_optimal": values[top] == best,
+        "policy_top_keeps_result": np.sign(values[top]) == np.sign(best),
+        "policy_mass_optimal": sum(policy[a] for a, value in values.items() if value == best),
+    }
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from functools import cache
 
 import numpy as np
 
-from cartridge.games import State
+from cartridge.games import State, load
 
 
 def require_solver(game_name: str, needed_by: str) -> None:
@@ -56,8 +56,9 @@ def connect4_values_from_planes(planes: np.ndarray) -> dict[int, int]:
     from the stone count: the first player moves when it is even.
     """
     planes = np.asarray(planes)
-    if planes.shape != (2, 6, 7):
-        raise ValueError(f"expected Connect 4 planes of shape (2, 6, 7), got {planes.shape}")
+    expected = load("connect4").planes_shape
+    if planes.shape != expected:
+        raise ValueError(f"expected Connect 4 planes of shape {expected}, got {planes.shape}")
     mine, theirs = planes.astype(bool)
     first_to_move = int(mine.sum() + theirs.sum()) % 2 == 0
     return _connect4_scores(*((mine, theirs) if first_to_move else (theirs, mine)))
