@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--train-from", choices=("latest", "champion"), default="latest")
     parser.add_argument("--gate-solver-z", type=float, default=0.0)
     parser.add_argument("--random-opening-plies", type=int, default=0)
+    parser.add_argument("--td-steps", type=int, default=0)
     args = parser.parse_args()
     eval_sims = args.eval_sims or args.sims
     os.environ["CARTRIDGE_HOME"] = args.home
@@ -112,6 +113,8 @@ def main() -> None:
                     str(args.gate_solver_z),
                     "--random-opening-plies",
                     str(args.random_opening_plies),
+                    "--td-steps",
+                    str(args.td_steps),
                 ],
                 check=True,
                 stdout=handle,
@@ -154,6 +157,7 @@ def main() -> None:
             "train_from": args.train_from,
             "gate_solver_z": args.gate_solver_z,
             "random_opening_plies": args.random_opening_plies,
+            "td_steps": args.td_steps,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],

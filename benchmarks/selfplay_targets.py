@@ -2,14 +2,18 @@
 
 Usage:
     .venv/bin/python benchmarks/selfplay_targets.py --model PATH.onnx \\
-        [--games 300] [--sims 100] [--temperature-moves 10] [--random-opening-plies 8]
+        [--games 300] [--sims 100] [--temperature-moves 10] [--random-opening-plies 8] \\
+        [--search-value-weight 0] [--td-steps 0]
 
 Plays one self-play shard with the loop's own code and settings, then values every
 recorded position with the solver. Per depth band it prints one JSON line:
 
-- outcome_agrees: the game's result, seen from the side to move, equals the
-  position's game-theoretic result. This is the value target as AlphaZero defines it
-  (`--search-value-weight 0`); a discount only shrinks it, so its sign is the label.
+- value_sign_agrees: over the positions the solver rates won or lost, the value
+  target's sign is the true result's. With AlphaZero's targets (weight 0, no TD
+  steps) that is the game's result seen from the side to move.
+- value_error: mean |target - v*|, v* the value perfect play from the position
+  gives (+-discount^(plies to the solver's end of the game), 0 for a draw): the
+  target the network would be fitted to if every later move were optimal.
 - policy_top_optimal / policy_top_keeps_result: the most visited move (the policy
   target's peak) is solver-optimal / keeps the result.
 - policy_mass_optimal: the share of the policy target on solver-optimal moves.
@@ -42,6 +46,8 @@ def main() -> None:
     parser.add_argument("--temperature-moves", type=int, default=10)
     parser.add_argument("--random-opening-plies", type=int, default=8)
     parser.add_argument("--value-discount", type=float, default=0.97)
+    parser.add_argument("--search-value-weight", type=float, default=0.0)
+    parser.add_argument("--td-steps", type=int, default=0)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     game = load("connect4")
@@ -52,6 +58,8 @@ def main() -> None:
         value_discount=args.value_discount,
         temperature_moves=args.temperature_moves,
         random_opening_plies=args.random_opening_plies,
+        search_value_weight=args.search_value_weight,
+        td_steps=args.td_steps,
     )
     shard = play_selfplay(game, OnnxEvaluator(game, args.model), config, seed=args.seed)
     meta = shard.metadata
@@ -68,20 +76,25 @@ def main() -> None:
     )
     plies = shard.planes.reshape(len(shard.outcome), -1).sum(axis=1)
     for low, high in SELFPLAY_BANDS:
-        judged = [_judge(shard, i) for i in np.flatnonzero((plies >= low) & (plies <= high))]
+        band = np.flatnonzero((plies >= low) & (plies <= high))
+        judged = [_judge(shard, i, plies[i], args.value_discount) for i in band]
         row = {"plies": f"{low}-{high}", "positions": len(judged)}
         for measure in judged[0] if judged else ():
-            row[measure] = round(float(np.mean([j[measure] for j in judged])), 4)
+            row[measure] = round(float(np.nanmean([j[measure] for j in judged])), 4)
         print(json.dumps(row))
 
 
-def _judge(shard, index: int) -> dict[str, float]:
+def _judge(shard, index: int, ply: int, discount: float) -> dict[str, float]:
     values = connect4_values_from_planes(shard.planes[index])
     best = max(values.values())
     policy = shard.policy[index]
     top = int(np.argmax(policy))
+    target = shard.outcome[index]
+    # A solver score s means the game ends on stone 44 - 2|s| under perfect play.
+    perfect = np.sign(best) * discount ** (44 - 2 * abs(best) - ply)
     return {
-        "outcome_agrees": np.sign(shard.outcome[index]) == np.sign(best),
+        "value_sign_agrees": np.sign(target) == np.sign(best) if best else np.nan,
+        "value_error": abs(target - perfect),
         "policy_top_optimal": values[top] == best,
         "policy_top_keeps_result": np.sign(values[top]) == np.sign(best),
         "policy_mass_optimal": sum(policy[a] for a, value in values.items() if value == best),

@@ -47,6 +47,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         fast_simulations: int,
         search_value_weight: float,
         random_opening_plies: int,
+        td_steps: int,
         train_steps: int,
         batch_size: int,
         replay_window: int,
@@ -70,6 +71,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             "fast_simulations": fast_simulations,
             "search_value_weight": search_value_weight,
             "random_opening_plies": random_opening_plies,
+            "td_steps": td_steps,
             "train_steps": train_steps,
             "batch_size": batch_size,
             "replay_window": replay_window,
@@ -106,6 +108,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         fast_simulations: int,
         search_value_weight: float,
         random_opening_plies: int,
+        td_steps: int,
         mlflow_tracking_uri: str,
         s3_endpoint: str,
     ) -> str:
@@ -127,6 +130,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             fast_simulations,
             search_value_weight,
             random_opening_plies,
+            td_steps,
         )
 
     @component
@@ -271,6 +275,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         fast_simulations: int = 0,
         search_value_weight: float = 0.0,
         random_opening_plies: int = 0,
+        td_steps: int = 0,
         train_steps: int = 500,
         network_blocks: int = 5,
         network_channels: int = 64,
@@ -307,6 +312,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     fast_simulations=fast_simulations,
                     search_value_weight=search_value_weight,
                     random_opening_plies=random_opening_plies,
+                    td_steps=td_steps,
                     train_steps=train_steps,
                     batch_size=batch_size,
                     replay_window=replay_window,
@@ -345,6 +351,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                             fast_simulations=fast_simulations,
                             search_value_weight=search_value_weight,
                             random_opening_plies=random_opening_plies,
+                            td_steps=td_steps,
                             **endpoints,
                         )
                     )

@@ -126,6 +126,7 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
             ("--train-from", "newest"),
             ("--gate-solver-z", "11"),
             ("--random-opening-plies", "-1"),
+            ("--td-steps", "513"),
         ):
             refused = invoke(*command, option, value)
             assert refused.exit_code == 2 and option in refused.output, refused.output

@@ -94,6 +94,8 @@ def test_submit_creates_runs_through_kfp_client():
                 "0.02",
                 "--random-opening-plies",
                 "8",
+                "--td-steps",
+                "6",
             ],
         )
         assert result.exit_code == 0, result.output
@@ -109,6 +111,7 @@ def test_submit_creates_runs_through_kfp_client():
         assert kwargs["arguments"]["train_from"] == "champion"
         assert kwargs["arguments"]["gate_solver_z"] == 0.02
         assert kwargs["arguments"]["random_opening_plies"] == 8
+        assert kwargs["arguments"]["td_steps"] == 6
 
         client.create_experiment.return_value.experiment_id = "exp-1"
         client.create_recurring_run.return_value.recurring_run_id = "rec-1"
@@ -164,6 +167,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             fast_simulations=3,
             search_value_weight=0.5,
             random_opening_plies=4,
+            td_steps=3,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -187,6 +191,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     assert config["search"]["value_discount"] == 0.95
     assert (config["full_search_fraction"], config["fast_simulations"]) == (0.5, 3)
     assert (config["search_value_weight"], config["random_opening_plies"]) == (0.5, 4)
+    assert config["td_steps"] == 3
     second = next(r for r in children if r.data.tags["iteration"] == "2")
     first = next(r for r in children if r.data.tags["iteration"] == "1")
     first_version = client.search_model_versions(f"run_id = '{first.info.run_id}'")[0]
@@ -281,6 +286,7 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "fast_simulations": 0,
         "search_value_weight": 0.0,
         "random_opening_plies": 0,
+        "td_steps": 0,
         "train_steps": 1,
         "batch_size": 1,
         "replay_window": 1,
@@ -300,6 +306,7 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
                 "batch_size": 0,
                 "extra": 1,
                 "search_value_weight": 2,
+                "td_steps": -1,
                 "train_from": "newest",
             },
         )
@@ -309,6 +316,7 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "batch_size",
         "extra",
         "search_value_weight",
+        "td_steps",
         "train_from: Input should be 'latest' or 'champion'",
     ):
         assert problem in str(bad.value)
@@ -339,4 +347,5 @@ def test_network_size_applies_to_resnet_games_only(compiled):
         "value_discount",
         "full_search_fraction",
         "fast_simulations",
+        "td_steps",
     } <= set(parameters)

@@ -125,6 +125,38 @@ def test_search_value_weight_mixes_the_root_value_into_the_target():
             SelfPlayConfig.for_game(game, 4, 8, search_value_weight=weight)
 
 
+def test_td_steps_bootstrap_the_value_target_from_the_search_later_in_the_game():
+    from cartridge.selfplay.play import _GameRecord, _value_targets
+
+    record = _GameRecord(mover=[0, 1, 0, 1], ply=[0, 1, 2, 3], search_value=[0.1, 0.2, 0.3, 0.4])
+    record.root_values = {ply: (ply % 2, q) for ply, q in enumerate([0.1, 0.2, 0.3, 0.4])}
+
+    def targets(td_steps, weight=0.0):
+        return _value_targets(1.0, record, 4, 0.9, weight, td_steps)
+
+    # Two plies on the same player moves; past the end, the game's result as before.
+    np.testing.assert_allclose(targets(2), [0.3 * 0.81, 0.4 * 0.81, 0.9**2, -0.9])
+    # One ply on, the other player's value, so its sign flips.
+    np.testing.assert_allclose(targets(1), [-0.2 * 0.9, -0.3 * 0.9, -0.4 * 0.9, -0.9])
+    np.testing.assert_allclose(targets(0), [0.9**4, -(0.9**3), 0.9**2, -0.9])
+    mixed = 0.5 * np.array(targets(2)) + 0.5 * np.array(record.search_value)
+    np.testing.assert_allclose(targets(2, weight=0.5), mixed)
+
+    game = load("connect4")
+    config = SelfPlayConfig.for_game(game, 4, 16, value_discount=0.9, parallel_games=2)
+    plain = play_selfplay(game, UniformEvaluator(game), config, seed=3)
+    bootstrapped = play_selfplay(
+        game, UniformEvaluator(game), config.model_copy(update={"td_steps": 4}), seed=3
+    )
+    np.testing.assert_array_equal(plain.planes, bootstrapped.planes)
+    # Uniform values back up to small search values, unlike most game results.
+    assert np.abs(bootstrapped.outcome).mean() < np.abs(plain.outcome).mean()
+    assert bootstrapped.metadata.config["td_steps"] == 4
+    for steps in (-1, 513):
+        with pytest.raises(ValueError, match="td_steps"):
+            SelfPlayConfig.for_game(game, 4, 8, td_steps=steps)
+
+
 def test_random_openings_start_games_a_few_moves_deep():
     from cartridge.selfplay.play import _random_opening
 

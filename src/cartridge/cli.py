@@ -107,6 +107,15 @@ SearchValueWeightOption = Annotated[
         "result (0: the result alone, as in AlphaZero).",
     ),
 ]
+TdStepsOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=512,
+        help="Bootstrap value targets from the search value N plies later (n-step TD); "
+        "0: from the game result, as in AlphaZero.",
+    ),
+]
 
 RandomOpeningOption = Annotated[
     int,
@@ -218,6 +227,7 @@ def selfplay(
     full_search_fraction: FullSearchOption = 1.0,
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
+    td_steps: TdStepsOption = 0,
     random_opening_plies: RandomOpeningOption = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
@@ -247,6 +257,7 @@ def selfplay(
         full_search_fraction=full_search_fraction,
         fast_simulations=fast_sims or None,
         search_value_weight=search_value_weight,
+        td_steps=td_steps,
         random_opening_plies=random_opening_plies,
     )
     with progress_bar(f"self-play {g.name}", games, enabled=not quiet) as advance:
@@ -793,6 +804,7 @@ def _pipeline_arguments(
     full_search_fraction,
     fast_sims,
     search_value_weight,
+    td_steps,
     train_from,
     gate_solver_z,
     random_opening_plies,
@@ -820,6 +832,7 @@ def _pipeline_arguments(
         "full_search_fraction": full_search_fraction,
         "fast_simulations": fast_sims,
         "search_value_weight": search_value_weight,
+        "td_steps": td_steps,
         "train_from": train_from.value,
         "gate_solver_z": gate_solver_z,
         "random_opening_plies": random_opening_plies,
@@ -849,6 +862,7 @@ def pipeline_run(
     full_search_fraction: FullSearchOption = 1.0,
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
+    td_steps: TdStepsOption = 0,
     train_from: TrainFromOption = TrainFrom.latest,
     gate_solver_z: SolverZOption = 0.0,
     random_opening_plies: RandomOpeningOption = 0,
@@ -914,6 +928,7 @@ def pipeline_submit(
     full_search_fraction: FullSearchOption = 1.0,
     fast_sims: FastSimsOption = 0,
     search_value_weight: SearchValueWeightOption = 0.0,
+    td_steps: TdStepsOption = 0,
     train_from: TrainFromOption = TrainFrom.latest,
     gate_solver_z: SolverZOption = 0.0,
     random_opening_plies: RandomOpeningOption = 0,

@@ -89,6 +89,7 @@ class PipelineParameters(BaseModel):
     full_search_fraction: float = Field(gt=0, le=1)
     fast_simulations: int = Field(ge=0)
     search_value_weight: float = Field(ge=0, le=1)
+    td_steps: int = Field(ge=0, le=512)
     random_opening_plies: int = Field(ge=0, le=64)
     train_steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
@@ -125,6 +126,7 @@ def check_parameters(game_name: str, params: dict) -> None:
                     full_search_fraction=checked.full_search_fraction,
                     fast_simulations=checked.fast_simulations or None,
                     search_value_weight=checked.search_value_weight,
+                    td_steps=checked.td_steps,
                     random_opening_plies=checked.random_opening_plies,
                 )
             except ValidationError as error:
@@ -239,6 +241,7 @@ def selfplay_step(
     fast_simulations: int = 0,
     search_value_weight: float = 0.0,
     random_opening_plies: int = 0,
+    td_steps: int = 0,
 ) -> str:
     """Play one shard with the champion (uniform priors before there is one).
     `fast_simulations` 0 means the default share of `simulations`."""
@@ -265,6 +268,7 @@ def selfplay_step(
             fast_simulations=fast_simulations or None,
             search_value_weight=search_value_weight,
             random_opening_plies=random_opening_plies,
+            td_steps=td_steps,
         )
         result = play_selfplay(
             game,

@@ -45,6 +45,13 @@ class SelfPlayConfig(BaseModel):
         description="Weight of the root search value in a position's value target; the "
         "rest is the game result (0: the result alone, as in AlphaZero).",
     )
+    td_steps: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description="Value targets bootstrap from the root search value this many plies "
+        "later (n-step TD, as in MuZero); 0: from the game's result, as in AlphaZero.",
+    )
     search: SearchConfig
 
     @model_validator(mode="after")

@@ -23,6 +23,8 @@ class _GameRecord:
     mover: list[int] = field(default_factory=list)
     ply: list[int] = field(default_factory=list)
     search_value: list[float] = field(default_factory=list)
+    # Root value of every move played, recorded or not, keyed by ply: (mover, q).
+    root_values: dict[int, tuple[int, float]] = field(default_factory=dict)
 
 
 def _value_targets(
@@ -31,6 +33,7 @@ def _value_targets(
     end_ply: int,
     discount: float,
     search_value_weight: float,
+    td_steps: int = 0,
 ) -> list:
     """The value target of each recorded position.
 
@@ -41,14 +44,23 @@ def _value_targets(
     result is a noisy label for every position in it (a blunder late in a won game
     makes its good early positions look lost), while q is what a search from that
     position expects. Averaging the two speeds up learning when games are few.
+
+    With `td_steps` n, z of a position more than n plies from the end is instead the
+    search value n plies later, discounted n times (MuZero's n-step return): an
+    opening's result hangs on thirty or more later moves, each a chance to throw
+    it, while a search a few moves on is right far more often than the game's end.
     """
-    return [
-        (1 - search_value_weight)
-        * (first_player_result if mover == 0 else -first_player_result)
-        * discount ** (end_ply - ply)
-        + search_value_weight * q
-        for mover, ply, q in zip(record.mover, record.ply, record.search_value, strict=True)
-    ]
+    targets = []
+    for mover, ply, q in zip(record.mover, record.ply, record.search_value, strict=True):
+        if td_steps and ply + td_steps < end_ply:
+            later_mover, later_q = record.root_values[ply + td_steps]
+            z = (later_q if later_mover == mover else -later_q) * discount**td_steps
+        else:
+            z = (first_player_result if mover == 0 else -first_player_result) * discount ** (
+                end_ply - ply
+            )
+        targets.append((1 - search_value_weight) * z + search_value_weight * q)
+    return targets
 
 
 def play_selfplay(
@@ -103,6 +115,7 @@ def play_selfplay(
             search.run(evaluator, config.simulations, active)
         for i in np.flatnonzero(active):
             state, record = states[i], records[i]
+            record.root_values[state.ply] = (state.current_player, search.root_value(i))
             if full[i]:
                 counts = search.visit_counts(i)
                 record.planes.append(state.planes().astype(np.uint8))
@@ -129,6 +142,7 @@ def play_selfplay(
                 state.ply,
                 config.search.value_discount,
                 config.search_value_weight,
+                config.td_steps,
             )
             finished += 1
             if on_game_end:
