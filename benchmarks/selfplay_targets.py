@@ -33,7 +33,7 @@ from cartridge.evaluators.onnx_model import OnnxEvaluator
 from cartridge.games import load
 from cartridge.selfplay.config import SelfPlayConfig
 from cartridge.selfplay.play import play_selfplay
-from cartridge.solvers import connect4_values_from_planes
+from cartridge.solvers import connect4_deciding_stone, connect4_values_from_planes
 
 SELFPLAY_BANDS = (*BANDS, (25, 42))
 
@@ -90,8 +90,8 @@ def _judge(shard, index: int, ply: int, discount: float) -> dict[str, float]:
     policy = shard.policy[index]
     top = int(np.argmax(policy))
     target = shard.outcome[index]
-    # A solver score s means the game ends on stone 44 - 2|s| under perfect play.
-    perfect = np.sign(best) * discount ** (44 - 2 * abs(best) - ply)
+    stone = connect4_deciding_stone(ply, best)
+    perfect = np.sign(best) * discount ** (stone - ply) if stone else 0.0
     return {
         "value_sign_agrees": np.sign(target) == np.sign(best) if best else np.nan,
         "value_error": abs(target - perfect),

@@ -8,17 +8,22 @@ Usage:
 Prints one JSON line a depth band: positions, solver-optimal and result-keeping
 shares, as `cartridge arena --solver-positions` counts them; then the same two shares
 over the set's distinct positions (the shallowest ones repeat: the empty board can
-come up several times in a seeded draw).
+come up several times in a seeded draw); last, for the positions where the move was
+not optimal, on which stone (of 42) perfect play from there ends the game, `draw`
+when the best result is a draw. Misses on stones 39-42 are results that only the
+last few moves of a full board decide.
 """
 
 import argparse
 import json
+from collections import Counter
 
 import numpy as np
 
 from cartridge.arena.accuracy import judge_moves, solver_positions
 from cartridge.arena.players import make_player
 from cartridge.games import load
+from cartridge.solvers import action_values, connect4_deciding_stone
 
 BANDS = ((0, 4), (5, 8), (9, 14), (15, 24))
 
@@ -55,6 +60,13 @@ def main() -> None:
             }
         )
     )
+
+    stones = Counter()
+    for state, hit in zip(positions, optimal, strict=True):
+        if not hit:
+            stone = connect4_deciding_stone(state.ply, max(action_values(state).values()))
+            stones[str(stone) if stone else "draw"] += 1
+    print(json.dumps({"misses_by_deciding_stone": dict(sorted(stones.items()))}))
 
 
 if __name__ == "__main__":

@@ -137,6 +137,27 @@ def test_connect4_positions_are_valued_from_their_network_planes():
         connect4_values_from_planes(np.zeros((2, 3, 3)))
 
 
+def test_connect4_deciding_stone_follows_the_solver_score():
+    from cartridge.solvers import connect4_deciding_stone
+
+    game = load("connect4")
+    first_wins_next = game.new_initial_state()
+    for action in (0, 0, 1, 1, 2, 2):  # the first player wins on stone 7 with column 3
+        first_wins_next = first_wins_next.apply(action)
+    best = max(action_values(first_wins_next).values())
+    assert connect4_deciding_stone(first_wins_next.ply, best) == 7
+    second_wins_next = game.new_initial_state()
+    for action in (6, 0, 0, 1, 1, 2, 2):  # now the second player wins on stone 8
+        second_wins_next = second_wins_next.apply(action)
+    assert connect4_deciding_stone(7, max(action_values(second_wins_next).values())) == 8
+    open_three = game.new_initial_state()
+    for action in (1, 1, 2, 2, 3):  # the second player can block one end, not both
+        open_three = open_three.apply(action)
+    best = max(action_values(open_three).values())
+    assert best < 0 and connect4_deciding_stone(open_three.ply, best) == 7
+    assert connect4_deciding_stone(12, 0) is None
+
+
 def test_arena_json_reports_solver_accuracy_for_connect4():
     from typer.testing import CliRunner
 

@@ -64,6 +64,20 @@ def connect4_values_from_planes(planes: np.ndarray) -> dict[int, int]:
     return _connect4_scores(*((mine, theirs) if first_to_move else (theirs, mine)))
 
 
+def connect4_deciding_stone(ply: int, score: int) -> int | None:
+    """The stone (1-42) with which perfect play from a position `ply` stones deep ends
+    the game, given the solver's best score there; None when it is a draw.
+
+    The solver scores a win as (43 - stones before the winning one) // 2, so from the
+    winner's side: stone 43 - 2s for the first player (odd stones), 44 - 2s for the
+    second. A negative score is the opponent's win.
+    """
+    if not score:
+        return None
+    first_player_wins = (score > 0) == (ply % 2 == 0)
+    return 44 - 2 * abs(score) - first_player_wins
+
+
 def _connect4_scores(first: np.ndarray, second: np.ndarray) -> dict[int, int]:
     import bitbully
 
