@@ -128,8 +128,9 @@ def test_search_value_weight_mixes_the_root_value_into_the_target():
 def test_td_steps_bootstrap_the_value_target_from_the_search_later_in_the_game():
     from cartridge.selfplay.play import _GameRecord, _value_targets
 
-    record = _GameRecord(mover=[0, 1, 0, 1], ply=[0, 1, 2, 3], search_value=[0.1, 0.2, 0.3, 0.4])
-    record.root_values = {ply: (ply % 2, q) for ply, q in enumerate([0.1, 0.2, 0.3, 0.4])}
+    search_value = [0.1, 0.2, 0.3, 0.4]
+    record = _GameRecord(ply=[0, 1, 2, 3])
+    record.root_values = {ply: (ply % 2, q) for ply, q in enumerate(search_value)}
 
     def targets(td_steps, weight=0.0):
         return _value_targets(1.0, record, 4, 0.9, weight, td_steps)
@@ -139,7 +140,7 @@ def test_td_steps_bootstrap_the_value_target_from_the_search_later_in_the_game()
     # One ply on, the other player's value, so its sign flips.
     np.testing.assert_allclose(targets(1), [-0.2 * 0.9, -0.3 * 0.9, -0.4 * 0.9, -0.9])
     np.testing.assert_allclose(targets(0), [0.9**4, -(0.9**3), 0.9**2, -0.9])
-    mixed = 0.5 * np.array(targets(2)) + 0.5 * np.array(record.search_value)
+    mixed = 0.5 * np.array(targets(2)) + 0.5 * np.array(search_value)
     np.testing.assert_allclose(targets(2, weight=0.5), mixed)
 
     game = load("connect4")

@@ -20,10 +20,8 @@ class _GameRecord:
     planes: list[np.ndarray] = field(default_factory=list)
     policy: list[np.ndarray] = field(default_factory=list)
     legal_mask: list[np.ndarray] = field(default_factory=list)
-    mover: list[int] = field(default_factory=list)
-    ply: list[int] = field(default_factory=list)
-    search_value: list[float] = field(default_factory=list)
-    # Root value of every move played, recorded or not, keyed by ply: (mover, q).
+    ply: list[int] = field(default_factory=list)  # of each recorded position
+    # Every move played, recorded or not, by ply: (player to move, root search value).
     root_values: dict[int, tuple[int, float]] = field(default_factory=dict)
 
 
@@ -51,7 +49,8 @@ def _value_targets(
     it, while a search a few moves on is right far more often than the game's end.
     """
     targets = []
-    for mover, ply, q in zip(record.mover, record.ply, record.search_value, strict=True):
+    for ply in record.ply:
+        mover, q = record.root_values[ply]
         if td_steps and ply + td_steps < end_ply:
             later_mover, later_q = record.root_values[ply + td_steps]
             z = (later_q if later_mover == mover else -later_q) * discount**td_steps
@@ -121,9 +120,7 @@ def play_selfplay(
                 record.planes.append(state.planes().astype(np.uint8))
                 record.policy.append((counts / counts.sum()).astype(np.float32))
                 record.legal_mask.append(state.legal_mask())
-                record.mover.append(state.current_player)
                 record.ply.append(state.ply)
-                record.search_value.append(search.root_value(i))
             temperature = 1.0 if state.ply < config.temperature_moves else 0.0
             action = search.select_action(i, temperature)
             state = state.apply(action)
