@@ -23,8 +23,9 @@ import torch
 
 from cartridge.games import load
 from cartridge.loop import checkpoint_of
+from cartridge.names import registered_model_name
 from cartridge.networks import NetworkConfig, build_network
-from cartridge.tracking import registered_model_name, use_tracking
+from cartridge.tracking import use_tracking
 from cartridge.training import checkpoint
 from cartridge.training.data import load_replay
 from cartridge.training.heldout import starting_losses

@@ -17,13 +17,22 @@ retries, caching and logs, and a failure anywhere stops the run before a later
 iteration can promote from it. A driver chaining one-iteration runs would spread one
 training job over many runs and lose that single view.
 
+The run's parameters are the fields of the settings groups in `cartridge.settings`
+(their pipeline names and defaults come from there, never restated here); each step
+receives its group as one struct and the endpoints as another, and the library
+validates them.
+
 Components are lightweight Python functions that import `cartridge` inside their body
 and run from one image holding kfp and the package (`install_kfp_package=False`), so
 nothing is installed at run time. (No `from __future__ import annotations` here: KFP reads
 the component signatures' annotations as real types.)
 """
 
+import inspect
+
 from kfp import dsl, kubernetes
+
+from cartridge.settings import SETTING_GROUPS, Endpoints
 
 DEFAULT_IMAGE = "ghcr.io/cartridge-ml/cartridge:latest"
 CREDENTIALS_SECRET = "cartridge-s3"  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the cluster
@@ -40,57 +49,29 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         game: str,
         pipeline_run_id: str,
         iterations: int,
-        games_per_shard: int,
-        simulations: int,
-        value_discount: float,
-        full_search_fraction: float,
-        fast_simulations: int,
-        search_value_weight: float,
-        random_opening_plies: int,
-        td_steps: int,
-        train_steps: int,
-        batch_size: int,
-        replay_window: int,
-        train_from: str,
-        arena_games: int,
-        gate_method: str,
-        gate_threshold: float,
-        gate_solver_z: float,
-        mlflow_tracking_uri: str,
-        s3_endpoint: str,
+        selfplay: dict,
+        training: dict,
+        gate: dict,
+        endpoints: dict,
     ) -> str:
         from cartridge import loop
+        from cartridge.settings import Endpoints
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
-        params = {
-            "iterations": iterations,
-            "games_per_shard": games_per_shard,
-            "simulations": simulations,
-            "value_discount": value_discount,
-            "full_search_fraction": full_search_fraction,
-            "fast_simulations": fast_simulations,
-            "search_value_weight": search_value_weight,
-            "random_opening_plies": random_opening_plies,
-            "td_steps": td_steps,
-            "train_steps": train_steps,
-            "batch_size": batch_size,
-            "replay_window": replay_window,
-            "train_from": train_from,
-            "arena_games": arena_games,
-            "gate_method": gate_method,
-            "gate_threshold": gate_threshold,
-            "gate_solver_z": gate_solver_z,
-        }
-        return loop.begin_pipeline_run(game, pipeline_run_id, params)
+        return loop.begin_pipeline_run(
+            game,
+            pipeline_run_id,
+            {"iterations": iterations, **selfplay, **training, **gate},
+            endpoints=Endpoints.from_parameters(endpoints),
+        )
 
     @component
-    def plan(
-        game: str, champion: str, shards: list, mlflow_tracking_uri: str, s3_endpoint: str
-    ) -> list:
+    def plan(game: str, champion: str, shards: list, endpoints: dict) -> list:
         from cartridge import loop
+        from cartridge.settings import Endpoints
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
-        return loop.plan_selfplay(game, champion, shards)
+        return loop.plan_selfplay(
+            game, champion, shards, endpoints=Endpoints.from_parameters(endpoints)
+        )
 
     @component
     def selfplay(
@@ -98,39 +79,23 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         iteration: int,
         shard: int,
         champion: str,
-        games: int,
-        simulations: int,
-        replay_root: str,
+        settings: dict,
+        endpoints: dict,
         pipeline_run_id: str,
         seed: int,
-        value_discount: float,
-        full_search_fraction: float,
-        fast_simulations: int,
-        search_value_weight: float,
-        random_opening_plies: int,
-        td_steps: int,
-        mlflow_tracking_uri: str,
-        s3_endpoint: str,
     ) -> str:
         from cartridge import loop
+        from cartridge.settings import Endpoints, SelfPlaySettings
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
         return loop.selfplay_step(
             game,
             iteration,
             shard,
-            games,
-            simulations,
-            replay_root,
-            pipeline_run_id,
-            seed,
-            loop.champion_version(game, champion),
-            value_discount,
-            full_search_fraction,
-            fast_simulations,
-            search_value_weight,
-            random_opening_plies,
-            td_steps,
+            champion,
+            settings=SelfPlaySettings.from_parameters(settings),
+            endpoints=Endpoints.from_parameters(endpoints),
+            pipeline_run_id=pipeline_run_id,
+            seed=seed,
         )
 
     @component
@@ -139,96 +104,67 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         iteration: int,
         shards: list,
         champion: str,
-        replay_root: str,
+        settings: dict,
+        endpoints: dict,
         pipeline_run_id: str,
-        window: int,
-        steps: int,
-        batch_size: int,
-        checkpoint_root: str,
         parent_run_id: str,
         seed: int,
-        network_blocks: int,
-        network_channels: int,
-        train_from: str,
-        mlflow_tracking_uri: str,
-        s3_endpoint: str,
     ) -> str:
         from cartridge import loop
+        from cartridge.settings import Endpoints, TrainingSettings
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
-        version = loop.champion_version(game, champion)
-        print(f"iteration {iteration}: {len(shards)} new shards; champion v{version or '-'}")
+        print(f"iteration {iteration}: {len(shards)} new shards; champion {champion or '-'}")
         return loop.train_step(
             game,
             iteration,
-            replay_root,
-            pipeline_run_id,
-            window,
-            steps,
-            batch_size,
-            checkpoint_root,
-            parent_run_id,
-            seed,
-            version,
-            network_blocks,
-            network_channels,
-            train_from,
+            champion,
+            settings=TrainingSettings.from_parameters(settings),
+            endpoints=Endpoints.from_parameters(endpoints),
+            pipeline_run_id=pipeline_run_id,
+            parent_run_id=parent_run_id,
+            seed=seed,
         )
 
     @component
-    def arena(
-        game: str,
-        challenger: str,
-        games: int,
-        simulations: int,
-        gate_method: str,
-        gate_threshold: float,
-        gate_solver_z: float,
-        seed: int,
-        mlflow_tracking_uri: str,
-        s3_endpoint: str,
-    ) -> bool:
+    def arena(game: str, challenger: str, settings: dict, endpoints: dict, seed: int) -> bool:
         from cartridge import loop
+        from cartridge.settings import Endpoints, GateSettings
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
         print(f"challenger {challenger}")
         return loop.arena_step(
-            game, games, simulations, gate_method, gate_threshold, seed, gate_solver_z
+            game,
+            settings=GateSettings.from_parameters(settings),
+            endpoints=Endpoints.from_parameters(endpoints),
+            seed=seed,
         )
 
     @component
-    def promote(
-        game: str, challenger: str, mlflow_tracking_uri: str, s3_endpoint: str, triton_url: str
-    ) -> str:
-        import os
-
+    def promote(game: str, challenger: str, endpoints: dict) -> str:
         from cartridge import loop
+        from cartridge.settings import Endpoints
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
-        if triton_url:  # promotion asks this Triton to load the new champion
-            os.environ["CARTRIDGE_TRITON_URL"] = triton_url
-        return loop.promote_step(game, challenger)
+        return loop.promote_step(game, challenger, endpoints=Endpoints.from_parameters(endpoints))
 
     @component
-    def keep(game: str, mlflow_tracking_uri: str, s3_endpoint: str) -> str:
+    def keep(game: str, endpoints: dict) -> str:
         from cartridge import loop
+        from cartridge.settings import Endpoints
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
-        return loop.keep_step(game)
+        return loop.keep_step(game, endpoints=Endpoints.from_parameters(endpoints))
 
     @component
     def finish(
-        game: str,
-        pipeline_run_id: str,
-        mlflow_tracking_uri: str,
-        s3_endpoint: str,
-        status: dsl.PipelineTaskFinalStatus,
+        game: str, pipeline_run_id: str, endpoints: dict, status: dsl.PipelineTaskFinalStatus
     ):
         from cartridge import loop
+        from cartridge.settings import Endpoints
 
-        loop.connect(mlflow_tracking_uri, s3_endpoint)
         loop.finish_pipeline_run(
-            game, pipeline_run_id, status.state == "SUCCEEDED", status.error_message or ""
+            game,
+            pipeline_run_id,
+            status.state == "SUCCEEDED",
+            status.error_message or "",
+            endpoints=Endpoints.from_parameters(endpoints),
         )
 
     return {
@@ -255,80 +191,66 @@ def _with_credentials(task):
     )
 
 
+# The run's own parameters, before the settings groups' and the endpoints'.
+RUN_PARAMETERS = (
+    ("game", str, "tictactoe"),
+    ("shards", list, [0, 1]),  # the shard ids of each iteration's fan-out
+    ("seed", int, 0),
+)
+GROUPS = {**SETTING_GROUPS, "endpoints": Endpoints}
+
+
+def pipeline_parameters() -> list[tuple[str, type, object]]:
+    """(name, type, default) of every run parameter, in the run form's order."""
+    derived = [
+        (name, model.parameter_type(name), field.default)
+        for model in GROUPS.values()
+        for name, field in model.parameter_fields().items()
+    ]
+    return [*RUN_PARAMETERS, *derived]
+
+
 def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism: int = 4):
     """The pipeline function with `iterations` unrolled iterations."""
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     ops = build_components(image)
+    parameters = pipeline_parameters()
 
-    @dsl.pipeline(
-        name="cartridge-alphazero",
-        description="Self-play, training, arena and gated promotion of a champion.",
-    )
-    def alphazero(
-        game: str = "tictactoe",
-        shards: list = [0, 1],  # noqa: B006 - KFP reads the default as the shard ids
-        games_per_shard: int = 64,
-        simulations: int = 100,
-        value_discount: float = 1.0,
-        full_search_fraction: float = 1.0,
-        fast_simulations: int = 0,
-        search_value_weight: float = 0.0,
-        random_opening_plies: int = 0,
-        td_steps: int = 0,
-        train_steps: int = 500,
-        network_blocks: int = 5,
-        network_channels: int = 64,
-        batch_size: int = 256,
-        replay_window: int = 4,
-        train_from: str = "latest",
-        arena_games: int = 40,
-        arena_simulations: int = 100,
-        gate_method: str = "lcb",
-        gate_threshold: float = 0.55,
-        gate_solver_z: float = 0.0,
-        seed: int = 0,
-        mlflow_tracking_uri: str = "http://mlflow.cartridge.svc:5000",
-        s3_endpoint: str = "http://minio.cartridge.svc:9000",
-        triton_url: str = "http://triton.cartridge.svc:8000",
-        replay_root: str = "s3://cartridge/replay",
-        checkpoint_root: str = "s3://cartridge/checkpoints",
-    ):
-        endpoints = {"mlflow_tracking_uri": mlflow_tracking_uri, "s3_endpoint": s3_endpoint}
+    def alphazero(*values):
+        # KFP calls the pipeline function with one channel per parameter, in order.
+        run = dict(zip([name for name, _, _ in parameters], values, strict=True))
+        game, seed = run["game"], run["seed"]
+        group = {
+            key: {name: run[name] for name in model.parameter_fields()}
+            for key, model in GROUPS.items()
+        }
+        endpoints = group["endpoints"]
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # The exit task may not consume other tasks' outputs: it finds the pipeline's
         # MLflow run by the KFP run id instead.
-        closer = _with_credentials(ops["finish"](game=game, pipeline_run_id=run_id, **endpoints))
+        closer = _with_credentials(
+            ops["finish"](game=game, pipeline_run_id=run_id, endpoints=endpoints)
+        )
         with dsl.ExitHandler(closer, name="alphazero-loop"):
             start = _with_credentials(
                 ops["begin"](
                     game=game,
                     pipeline_run_id=run_id,
                     iterations=iterations,
-                    games_per_shard=games_per_shard,
-                    simulations=simulations,
-                    value_discount=value_discount,
-                    full_search_fraction=full_search_fraction,
-                    fast_simulations=fast_simulations,
-                    search_value_weight=search_value_weight,
-                    random_opening_plies=random_opening_plies,
-                    td_steps=td_steps,
-                    train_steps=train_steps,
-                    batch_size=batch_size,
-                    replay_window=replay_window,
-                    train_from=train_from,
-                    arena_games=arena_games,
-                    gate_method=gate_method,
-                    gate_threshold=gate_threshold,
-                    gate_solver_z=gate_solver_z,
-                    **endpoints,
+                    selfplay=group["selfplay"],
+                    training=group["training"],
+                    gate=group["gate"],
+                    endpoints=endpoints,
                 )
             )
             start.set_caching_options(False)
             champion = ""  # the first iteration reads the registry's champion, if any
             for i in range(1, iterations + 1):
                 fanout = _with_credentials(
-                    ops["plan"](game=game, champion=champion, shards=shards, **endpoints)
+                    ops["plan"](
+                        game=game, champion=champion, shards=run["shards"], endpoints=endpoints
+                    )
                 )
                 fanout.set_display_name(f"plan {i}").set_caching_options(False)
                 fanout.after(start)
@@ -341,18 +263,10 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                             iteration=i,
                             shard=item.shard,
                             champion=item.champion,
-                            games=games_per_shard,
-                            simulations=simulations,
-                            replay_root=replay_root,
+                            settings=group["selfplay"],
+                            endpoints=endpoints,
                             pipeline_run_id=run_id,
                             seed=seed,
-                            value_discount=value_discount,
-                            full_search_fraction=full_search_fraction,
-                            fast_simulations=fast_simulations,
-                            search_value_weight=search_value_weight,
-                            random_opening_plies=random_opening_plies,
-                            td_steps=td_steps,
-                            **endpoints,
                         )
                     )
                     play.set_display_name(f"selfplay {i}").set_caching_options(False)
@@ -367,18 +281,11 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                         iteration=i,
                         shards=dsl.Collected(play.output),
                         champion=champion,
-                        replay_root=replay_root,
+                        settings=group["training"],
+                        endpoints=endpoints,
                         pipeline_run_id=run_id,
-                        window=replay_window,
-                        steps=train_steps,
-                        batch_size=batch_size,
-                        checkpoint_root=checkpoint_root,
                         parent_run_id=start.output,
                         seed=seed,
-                        network_blocks=network_blocks,
-                        network_channels=network_channels,
-                        train_from=train_from,
-                        **endpoints,
                     )
                 )
                 learn.set_display_name(f"train {i}").set_caching_options(False)
@@ -398,28 +305,33 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     ops["arena"](
                         game=game,
                         challenger=learn.output,
-                        games=arena_games,
-                        simulations=arena_simulations,
-                        gate_method=gate_method,
-                        gate_threshold=gate_threshold,
-                        gate_solver_z=gate_solver_z,
+                        settings=group["gate"],
+                        endpoints=endpoints,
                         seed=seed,
-                        **endpoints,
                     )
                 )
                 judge.set_display_name(f"arena {i}").set_caching_options(False)
                 judge.set_cpu_request("2").set_memory_request("2Gi")
                 with dsl.If(judge.output == True, name=f"gate-passed-{i}"):  # noqa: E712
                     crown = _with_credentials(
-                        ops["promote"](
-                            game=game, challenger=learn.output, triton_url=triton_url, **endpoints
-                        )
+                        ops["promote"](game=game, challenger=learn.output, endpoints=endpoints)
                     )
                     crown.set_display_name(f"promote {i}").set_caching_options(False)
                     crown.set_retry(num_retries=3)
                 with dsl.Else(name=f"gate-failed-{i}"):
-                    hold = _with_credentials(ops["keep"](game=game, **endpoints))
+                    hold = _with_credentials(ops["keep"](game=game, endpoints=endpoints))
                     hold.set_display_name(f"keep champion {i}").set_caching_options(False)
                 champion = dsl.OneOf(crown.output, hold.output)
 
-    return alphazero
+    alphazero.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind
+            )
+            for name, kind, default in parameters
+        ]
+    )
+    return dsl.pipeline(
+        name="cartridge-alphazero",
+        description="Self-play, training, arena and gated promotion of a champion.",
+    )(alphazero)

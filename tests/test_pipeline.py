@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from cartridge import storage
 from cartridge.cli import app
-from cartridge.pipelines import compile_pipeline, run_local
 from cartridge.serving.triton import TritonControl
 from cartridge.tracking import ensure_experiment, use_tracking
+from kfp_pipelines.runner import compile_pipeline, run_local
 
 runner = CliRunner()
 
@@ -45,8 +45,12 @@ def test_compiled_yaml_is_a_pipeline_spec_with_the_cluster_settings(compiled):
     images = {json_format.MessageToDict(e)["container"]["image"] for e in executors.values()}
     assert images == {"reg/cartridge:1"}
     assert "pip install" not in text  # install_kfp_package=False: nothing installed at run time
-    tasks = spec.root.dag.tasks["alphazero-loop"]
-    assert tasks.trigger_policy is not None
+    # The exit task runs after the loop's group whatever its outcome. (Membership is
+    # checked first: indexing a protobuf map creates the entry it looks up.)
+    assert set(spec.root.dag.tasks) == {"exit-handler-1", "finish"}
+    finish = spec.root.dag.tasks["finish"]
+    assert list(finish.dependent_tasks) == ["exit-handler-1"]
+    assert finish.trigger_policy.strategy == finish.trigger_policy.ALL_UPSTREAM_TASKS_COMPLETED
     loop_dags = [c for name, c in spec.components.items() if name.startswith("comp-for-loop")]
     assert {c.dag.tasks[t].component_ref.name for c in loop_dags for t in c.dag.tasks} == {
         "comp-selfplay",
@@ -229,7 +233,7 @@ def test_a_stopped_local_run_is_marked_killed_in_mlflow(stack_env, tmp_path):
     leaves must not stay RUNNING in MLflow forever."""
     arguments = _arguments(stack_env, "tictactoe", games_per_shard=4000, simulations=64)
     script = (
-        "import json, sys; from pathlib import Path; from cartridge.pipelines import run_local; "
+        "import json, sys; from pathlib import Path; from kfp_pipelines.runner import run_local; "
         "run_local(json.loads(sys.argv[1]), 1, Path(sys.argv[2]))"
     )
     started = time.time() * 1000
@@ -331,7 +335,7 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
 
 
 def test_network_size_applies_to_resnet_games_only(compiled):
-    from cartridge.loop import network_for
+    from cartridge.networks import network_for
 
     assert network_for("tictactoe", 2, 32).kind == "mlp"
     small = network_for("connect4", 2, 32)

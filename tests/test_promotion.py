@@ -5,32 +5,25 @@ import torch
 from conftest import fresh_registered_model, fresh_served_model
 
 from cartridge import storage
+from cartridge.arena.gate import GateDecision, SolverComparison, decide, sprt_llr
 from cartridge.arena.stats import summarize
 from cartridge.games import load
 from cartridge.networks import build_network, export_onnx
-from cartridge.promotion import (
-    GateConfig,
-    GateDecision,
-    SolverComparison,
-    decide,
-    promote,
-    record_arena,
-    rollback,
-    sprt_llr,
-)
+from cartridge.promotion import promote, record_arena, rollback
 from cartridge.serving.triton import TritonControl
+from cartridge.settings import GateSettings
 from cartridge.tracking import log_and_register, use_tracking
 
 
 def test_lcb_gate():
-    gate = GateConfig(threshold=0.55)
+    gate = GateSettings(threshold=0.55)
     assert decide(summarize("c", "k", "tictactoe", 80, 10, 10), gate).promote
     assert not decide(summarize("c", "k", "tictactoe", 12, 8, 0), gate).promote  # 0.6, wide CI
     assert "lower bound" in decide(summarize("c", "k", "tictactoe", 5, 5, 0), gate).reason
 
 
 def test_sprt_gate():
-    gate = GateConfig(method="sprt", elo0=0, elo1=35)
+    gate = GateSettings(method="sprt", elo0=0, elo1=35)
     strong = decide(summarize("c", "k", "connect4", 70, 30, 0), gate)
     assert strong.promote and strong.llr > math.log(19)
     weak = decide(summarize("c", "k", "connect4", 30, 70, 0), gate)
@@ -39,11 +32,11 @@ def test_sprt_gate():
     assert not unclear.promote and "inconclusive" in unclear.reason
     assert sprt_llr(summarize("c", "k", "connect4", 10, 0, 0), 0, 35) == math.inf
     with pytest.raises(ValueError):
-        GateConfig(threshold=1.5)
+        GateSettings(threshold=1.5)
 
 
 def test_solver_z_gate():
-    gate = GateConfig(threshold=0.55, solver_z=1.96)
+    gate = GateSettings(threshold=0.55, solver_z=1.96)
     won = summarize("c", "k", "connect4", 80, 10, 10)  # passes the match gate
     close = summarize("c", "k", "connect4", 30, 24, 6)  # 0.55, lower bound below 0.55
     lost = summarize("c", "k", "connect4", 24, 30, 6)
@@ -70,11 +63,11 @@ def test_solver_z_gate():
     assert not decide(close, gate, solver(18, 10)).promote
     assert solver(0, 0).z == 0.0
     # Without a threshold (0, the default) the solver has no say.
-    assert decide(won, GateConfig(), solver(0, 40)).promote
+    assert decide(won, GateSettings(), solver(0, 40)).promote
     assert not decide(close, gate).promote and decide(close, gate).solver is None
     for z in (-1, 11):
         with pytest.raises(ValueError, match="solver_z"):
-            GateConfig(solver_z=z)
+            GateSettings(solver_z=z)
 
 
 def _register(client, game, seed, value_discount=1.0):
@@ -98,7 +91,11 @@ def test_promotion_and_rollback_on_the_stack(stack_env):
     first = _register(client, game, 1, value_discount=0.95)
     match = summarize("challenger", "random", "othello", 9, 1, 0)
     result = promote(
-        client, "othello", match=match, decision=decide(match, GateConfig()), repository=repository
+        client,
+        "othello",
+        match=match,
+        decision=decide(match, GateSettings()),
+        repository=repository,
     )
     assert result.champion == first and result.previous is None and result.changed
     keys = storage.list_keys(folder)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -15,9 +17,38 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+# typer (pinned) parses with its own copy of click; its errors are these classes.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
+
 from cartridge.logs import configure_logging
 
+
+class OneLineErrors(TyperGroup):
+    """Bad input on the command line ends with one line and exit status 2, as errors
+    inside a command do (`_friendly_errors`), instead of click's usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as error:
+            error.show()  # a bare command or group prints its help
+            sys.exit(error.exit_code)
+        except ClickException as error:
+            err_console.print(
+                f"[red]error:[/red] {error.format_message()}", highlight=False, soft_wrap=True
+            )
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            err_console.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     help="AlphaZero training, evaluation and serving for board games.",
@@ -54,91 +85,93 @@ TritonPortOption = Annotated[
 WebPortOption = Annotated[int | None, typer.Option("--web-port", help="Web app port.")]
 
 
-class GateMethod(StrEnum):
-    lcb = "lcb"
-    sprt = "sprt"
+# The short names people type for some settings (each option also takes the setting's
+# own name, e.g. --simulations or --sims).
+SHORT_FLAGS = {
+    "games_per_shard": ("--games",),
+    "simulations": ("--sims",),
+    "fast_simulations": ("--fast-sims",),
+    "replay_window": ("--window",),
+    "network_blocks": ("--blocks",),
+    "network_channels": ("--channels",),
+    "arena_games": ("--games",),
+    "arena_simulations": ("--arena-sims", "--sims"),
+    "gate_method": ("--method",),
+    "gate_threshold": ("--threshold",),
+    "gate_solver_z": ("--solver-z",),
+}
 
 
-GateMethodOption = Annotated[
-    GateMethod,
-    typer.Option(help="lcb: the score's lower bound must clear --threshold; sprt: Elo 0 vs 35."),
-]
-# The score's 95% lower bound lies strictly between 0 and 1.
-ThresholdOption = Annotated[
-    float, typer.Option(min=0.01, max=0.99, help="lcb: score lower bound to clear.")
-]
-SolverZOption = Annotated[
-    float,
-    typer.Option(
-        min=0.0,
-        max=10.0,
-        help="TicTacToe, Connect 4: also ask the solver. A paired test of both networks' "
-        "optimal moves on the gate's positions below -Z keeps a challenger out, above Z "
-        "promotes it unless it lost the match (0: off; 1.96 for 95%).",
-    ),
-]
-ValueDiscountOption = Annotated[
-    float,
-    typer.Option(
-        min=0.5,
-        max=1.0,
-        help="Self-play value per ply (1 = plain AlphaZero); below 1, quicker wins score higher.",
-    ),
-]
+def with_settings(*groups: str):
+    """Give the command one option per field of each settings group (`selfplay`,
+    `training`, `gate`), named, typed, explained and defaulted by the field; the command
+    receives the validated settings objects by keyword (`selfplay=SelfPlaySettings`...).
+    A bad value is refused with the option's name and one line."""
+    from cartridge.settings import SETTING_GROUPS
 
-FullSearchOption = Annotated[
-    float,
-    typer.Option(
-        min=0.01,
-        max=1.0,
-        help="Share of moves searched with all --sims and recorded (playout cap "
-        "randomisation); the rest get --fast-sims and are not recorded.",
-    ),
-]
-FastSimsOption = Annotated[
-    int, typer.Option(min=0, help="Simulations of an unrecorded move (0: a quarter of --sims).")
-]
-SearchValueWeightOption = Annotated[
-    float,
-    typer.Option(
-        min=0.0,
-        max=1.0,
-        help="Weight of the root search value in the value target; the rest is the game "
-        "result (0: the result alone, as in AlphaZero).",
-    ),
-]
-TdStepsOption = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        max=512,
-        help="Bootstrap value targets from the search value N plies later (n-step TD); "
-        "0: from the game result, as in AlphaZero.",
-    ),
-]
+    models = {key: SETTING_GROUPS[key] for key in groups}
+    taken: set[str] = set()
 
-RandomOpeningOption = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        max=64,
-        help="Start each self-play game after 0..N uniformly random, unrecorded moves.",
-    ),
-]
+    def option(model, name: str, field) -> tuple[str, inspect.Parameter]:
+        flags = ["--" + name.replace("_", "-")]
+        flags += [flag for flag in SHORT_FLAGS.get(name, ()) if flag not in taken]
+        taken.update(flags)
+        choices = model.choices(name)
+        # typer offers a fixed set of values as an Enum (click shows and checks them).
+        kind = StrEnum(name, {c: c for c in choices}) if choices else model.parameter_type(name)
+        parameter = inspect.Parameter(
+            f"setting__{name}",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=kind(field.default) if choices else field.default,
+            annotation=Annotated[kind, typer.Option(*flags, help=field.description)],
+        )
+        return "' / '".join(flags), parameter
+
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)
+        kept = [p for p in signature.parameters.values() if p.name not in models]
+        hints: dict[str, str] = {}
+        added = []
+        for model in models.values():
+            for name, field in model.parameter_fields().items():
+                hints[name], parameter = option(model, name, field)
+                added.append(parameter)
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            from pydantic import ValidationError
+
+            from cartridge.settings import problems
+
+            built = {}
+            for key, model in models.items():
+                values = {
+                    name: getattr(value, "value", value)  # an Enum choice as its text
+                    for name in model.parameter_fields()
+                    for value in [kwargs.pop(f"setting__{name}")]
+                }
+                try:
+                    built[key] = model.model_validate(values)
+                except ValidationError as error:
+                    raise UsageError(_option_problems(problems(error, model), hints)) from None
+            return command(**kwargs, **built)
+
+        wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
+        return wrapper
+
+    return decorate
 
 
-class TrainFrom(StrEnum):
-    latest = "latest"
-    champion = "champion"
-
-
-TrainFromOption = Annotated[
-    TrainFrom,
-    typer.Option(
-        help="latest: continue from the newest trained model, promoted or not (AlphaGo "
-        "Zero); champion: start each iteration from the champion's weights."
-    ),
-]
+def _option_problems(found: list[str], hints: dict[str, str]) -> str:
+    """'name: message' lines as one line that names the options people type."""
+    lines = []
+    for line in found:
+        name, separator, message = line.partition(": ")
+        if separator and name in hints:
+            lines.append(f"Invalid value for '{hints[name]}': {message}")
+        else:
+            lines.append(line)
+    return "; ".join(lines)
 
 
 def _friendly_errors(command):
@@ -211,11 +244,11 @@ def perft(game: GameOption, depth: Annotated[int, typer.Option(min=0, max=64)]):
 
 @app.command()
 @_friendly_errors
+@with_settings("selfplay")
 def selfplay(
     game: GameOption,
-    games: Annotated[int, typer.Option(min=1, help="Games to play.")],
-    sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")],
     out: Annotated[str, typer.Option(help="Directory or s3:// prefix for the replay shard.")],
+    selfplay,
     model: Annotated[str | None, typer.Option(help="ONNX model; uniform priors if absent.")] = None,
     evaluator: Annotated[
         str, typer.Option(help="uniform, rollout or triton[:grpc://HOST:PORT] when no model.")
@@ -223,59 +256,27 @@ def selfplay(
     seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
     parallel: Annotated[int, typer.Option(min=1, help="Games searched together.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads.")] = 1,
-    value_discount: ValueDiscountOption = 1.0,
-    full_search_fraction: FullSearchOption = 1.0,
-    fast_sims: FastSimsOption = 0,
-    search_value_weight: SearchValueWeightOption = 0.0,
-    td_steps: TdStepsOption = 0,
-    random_opening_plies: RandomOpeningOption = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
-    """Play GAMES self-play games and write one replay shard to OUT."""
+    """Play self-play games and write one replay shard to OUT."""
     from cartridge import storage
-    from cartridge.evaluators import make_evaluator
     from cartridge.progress import progress_bar
-    from cartridge.replay import sha256_file, write_shard
-    from cartridge.selfplay import SelfPlayConfig, play_selfplay
+    from cartridge.shard_writer import write_selfplay_shard
 
-    g = _game(game)
-    destination = str(out)
-    if storage.is_s3(destination):
+    if storage.is_s3(out):
         _connect()
-    if storage.is_s3(destination) and storage.list_keys(destination):
-        raise FileExistsError(f"{destination} already holds objects; shards are immutable")
-    if not storage.is_s3(destination) and (Path(destination) / "metadata.json").exists():
-        raise FileExistsError(f"{destination} already holds a replay shard; shards are immutable")
-    spec = model or evaluator
-    leaf_evaluator = make_evaluator(spec, g, threads=threads, seed=seed)
-    config = SelfPlayConfig.for_game(
-        g,
-        games,
-        sims,
-        value_discount,
-        parallel_games=parallel,
-        full_search_fraction=full_search_fraction,
-        fast_simulations=fast_sims or None,
-        search_value_weight=search_value_weight,
-        td_steps=td_steps,
-        random_opening_plies=random_opening_plies,
-    )
-    with progress_bar(f"self-play {g.name}", games, enabled=not quiet) as advance:
-        shard = play_selfplay(
-            g,
-            leaf_evaluator,
-            config,
+    with progress_bar(f"self-play {game.value}", selfplay.games, enabled=not quiet) as advance:
+        m = write_selfplay_shard(
+            game.value,
+            out,
+            selfplay,
+            model=model,
+            evaluator=evaluator,
             seed=seed,
-            model=spec,
-            model_sha256=sha256_file(Path(model)) if model else None,
+            parallel_games=parallel,
+            threads=threads,
             on_game_end=advance,
         )
-    if storage.is_s3(destination):
-        with tempfile.TemporaryDirectory(prefix="cartridge-shard-") as workdir:
-            storage.upload_dir(write_shard(Path(workdir) / "shard", shard), destination)
-    else:
-        write_shard(destination, shard)
-    m = shard.metadata
     log.info(
         "wrote shard %s: %d games, %d positions (X wins %d, draws %d, O wins %d)",
         out,
@@ -354,13 +355,10 @@ def arena(
 
 @app.command()
 @_friendly_errors
+@with_settings("gate")
 def gate(
     game: GameOption,
-    games: Annotated[int, typer.Option(min=2, help="Arena games.")] = 40,
-    sims: Annotated[int, typer.Option(min=1, help="Simulations per move.")] = 100,
-    method: GateMethodOption = GateMethod.lcb,
-    threshold: ThresholdOption = 0.55,
-    solver_z: SolverZOption = 0.0,
+    gate,
     promote: Annotated[bool, typer.Option(help="Promote when the gate passes.")] = False,
     seed: int = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
@@ -368,12 +366,10 @@ def gate(
 ):
     """Challenger vs champion (vs random while there is none), then the promotion gate."""
     from cartridge import promotion
+    from cartridge.arena.gate import evaluate_challenger
 
     client = _tracking_client(_connect(), tracking_uri)
-    config = promotion.GateConfig(method=method.value, threshold=threshold, solver_z=solver_z)
-    match, decision, version = promotion.evaluate_challenger(
-        client, game.value, config, games, sims, seed
-    )
+    match, decision, version = evaluate_challenger(client, game.value, gate, seed)
     report = {
         "challenger": version,
         "match": match.model_dump() if match else None,
@@ -550,10 +546,10 @@ def init_model(
     """Export a freshly initialised policy-value network as ONNX."""
     import torch
 
-    from cartridge.networks import build_network, export_onnx
+    from cartridge.networks import build_network, export_onnx, network_for
 
     g = _game(game)
-    config = _network_config(g, blocks, channels)
+    config = network_for(g.name, blocks, channels)
     torch.manual_seed(seed)
     export_onnx(build_network(g, config), g, out)
     log.info("wrote %s (%s)", out, config.model_dump_json())
@@ -593,6 +589,7 @@ def train(
     """Train on replay shards, export and verify ONNX, log to MLflow, register a challenger."""
     from datetime import UTC, datetime
 
+    from cartridge.networks import network_for
     from cartridge.progress import progress_bar
     from cartridge.tracking import resolve_tracking_uri
     from cartridge.training import Preempted, TrainConfig, resolve_window
@@ -609,7 +606,7 @@ def train(
         if bool(shard) == bool(replay):
             raise ValueError("give either --shard (one or more) or --replay with --window")
         g = _game(game)
-        network = _network_config(g, blocks, channels)
+        network = network_for(g.name, blocks, channels)
         config = TrainConfig(
             game=g.name,
             steps=steps,
@@ -778,98 +775,40 @@ def pipeline_compile(
     image: ImageOption = None,
 ):
     """Write the pipeline YAML for the KFP UI (or kfp.Client)."""
-    from cartridge.pipelines import compile_pipeline
     from kfp_pipelines.alphazero import DEFAULT_IMAGE
+    from kfp_pipelines.runner import compile_pipeline
 
     typer.echo(compile_pipeline(out, iterations, image or DEFAULT_IMAGE))
 
 
-def _pipeline_arguments(
-    *,
-    game,
-    shards,
-    blocks,
-    channels,
-    games_per_shard,
-    sims,
-    train_steps,
-    batch_size,
-    window,
-    arena_games,
-    arena_sims,
-    gate_method,
-    threshold,
-    seed,
-    value_discount,
-    full_search_fraction,
-    fast_sims,
-    search_value_weight,
-    td_steps,
-    train_from,
-    gate_solver_z,
-    random_opening_plies,
-    **command_only,
-) -> dict:
-    """The pipeline's arguments from the options of `pipeline run` or `submit`, which
-    pass all their options (`**locals()` first thing): one list of names, checked here,
-    and the options only one command has (`command_only`) are left to it."""
-    return {
-        "game": game.value,
-        "shards": list(range(shards)),
-        "network_blocks": blocks,
-        "network_channels": channels,
-        "games_per_shard": games_per_shard,
-        "simulations": sims,
-        "train_steps": train_steps,
-        "batch_size": batch_size,
-        "replay_window": window,
-        "arena_games": arena_games,
-        "arena_simulations": arena_sims,
-        "gate_method": gate_method.value,
-        "gate_threshold": threshold,
-        "seed": seed,
-        "value_discount": value_discount,
-        "full_search_fraction": full_search_fraction,
-        "fast_simulations": fast_sims,
-        "search_value_weight": search_value_weight,
-        "td_steps": td_steps,
-        "train_from": train_from.value,
-        "gate_solver_z": gate_solver_z,
-        "random_opening_plies": random_opening_plies,
-    }
+RunSettings = ("selfplay", "training", "gate")
+ShardsOption = Annotated[int, typer.Option(min=1, help="Self-play shards per iteration.")]
+
+
+def _pipeline_arguments(game: GameName, shards: int, seed: int, endpoints, **groups) -> dict:
+    """A run's pipeline arguments from the settings a command built."""
+    arguments = {"game": game.value, "shards": list(range(shards)), "seed": seed}
+    for settings in (*groups.values(), endpoints):
+        arguments.update(settings.parameters())
+    return arguments
 
 
 @pipeline_app.command("run")
 @_friendly_errors
+@with_settings(*RunSettings)
 def pipeline_run(
+    selfplay,
+    training,
+    gate,
     local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local.")] = False,
     game: GameOption = GameName.tictactoe,
     iterations: IterationsOption = 3,
-    shards: Annotated[int, typer.Option(min=1, help="Self-play shards per iteration.")] = 2,
-    games_per_shard: Annotated[int, typer.Option(min=1)] = 64,
-    sims: Annotated[int, typer.Option(min=1, help="Self-play simulations per move.")] = 100,
-    train_steps: Annotated[int, typer.Option(min=1)] = 500,
-    batch_size: Annotated[int, typer.Option(min=1)] = 256,
-    window: Annotated[int, typer.Option(min=1, help="Replay window in iterations.")] = 4,
-    arena_games: Annotated[int, typer.Option(min=2)] = 40,
-    arena_sims: Annotated[int, typer.Option(min=1)] = 100,
-    gate_method: GateMethodOption = GateMethod.lcb,
-    threshold: ThresholdOption = 0.55,
+    shards: ShardsOption = 2,
     seed: int = 0,
-    blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
-    channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
-    value_discount: ValueDiscountOption = 1.0,
-    full_search_fraction: FullSearchOption = 1.0,
-    fast_sims: FastSimsOption = 0,
-    search_value_weight: SearchValueWeightOption = 0.0,
-    td_steps: TdStepsOption = 0,
-    train_from: TrainFromOption = TrainFrom.latest,
-    gate_solver_z: SolverZOption = 0.0,
-    random_opening_plies: RandomOpeningOption = 0,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
-    arguments = _pipeline_arguments(**locals())
-    from cartridge.pipelines import run_local
+    from cartridge.settings import Endpoints
+    from kfp_pipelines.runner import run_local
 
     if not local:
         raise ValueError("only --local runs here; use `cartridge pipeline submit` for a cluster")
@@ -880,66 +819,55 @@ def pipeline_run(
             "or set MLFLOW_TRACKING_URI and AWS_ENDPOINT_URL"
         )
     bucket = os.environ.get("CARTRIDGE_BUCKET", stack.bucket)
-    arguments.update(
-        {
-            "mlflow_tracking_uri": os.environ["MLFLOW_TRACKING_URI"],
-            "s3_endpoint": os.environ["AWS_ENDPOINT_URL"],
-            "triton_url": os.environ.get("CARTRIDGE_TRITON_URL", ""),
-            "replay_root": f"s3://{bucket}/replay",
-            "checkpoint_root": f"s3://{bucket}/checkpoints",
-        }
+    endpoints = Endpoints(
+        mlflow_tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
+        s3_endpoint=os.environ["AWS_ENDPOINT_URL"],
+        triton_url=os.environ.get("CARTRIDGE_TRITON_URL", ""),
+        replay_root=f"s3://{bucket}/replay",
+        checkpoint_root=f"s3://{bucket}/checkpoints",
+    )
+    arguments = _pipeline_arguments(
+        game, shards, seed, endpoints, selfplay=selfplay, training=training, gate=gate
     )
     run_local(arguments, iterations, stack.home / "kfp")
-    typer.echo(f"pipeline finished; MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
+    typer.echo(f"pipeline finished; MLflow: {endpoints.mlflow_tracking_uri}")
 
 
 @pipeline_app.command("submit")
 @_friendly_errors
+@with_settings(*RunSettings)
 def pipeline_submit(
     host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://localhost:8080.")],
+    selfplay,
+    training,
+    gate,
     game: GameOption = GameName.tictactoe,
     iterations: IterationsOption = 3,
+    shards: ShardsOption = 8,
+    seed: int = 0,
     image: ImageOption = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "cartridge",
     cron: Annotated[str | None, typer.Option(help="Make it a recurring run (cron).")] = None,
-    mlflow_uri: Annotated[str, typer.Option(help="MLflow as the pods see it.")] = (
-        "http://mlflow.cartridge.svc:5000"
-    ),
-    s3_endpoint: Annotated[str, typer.Option(help="S3 as the pods see it.")] = (
-        "http://minio.cartridge.svc:9000"
-    ),
+    mlflow_uri: Annotated[str | None, typer.Option(help="MLflow as the pods see it.")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3 as the pods see it.")] = None,
     triton_url: Annotated[
-        str, typer.Option(help="Triton HTTP as the pods see it ('' to skip the reload).")
-    ] = "http://triton.cartridge.svc:8000",
-    shards: Annotated[int, typer.Option(min=1)] = 8,
-    games_per_shard: Annotated[int, typer.Option(min=1)] = 256,
-    sims: Annotated[int, typer.Option(min=1)] = 200,
-    train_steps: Annotated[int, typer.Option(min=1)] = 2000,
-    batch_size: Annotated[int, typer.Option(min=1)] = 1024,
-    window: Annotated[int, typer.Option(min=1)] = 4,
-    arena_games: Annotated[int, typer.Option(min=2)] = 100,
-    arena_sims: Annotated[int, typer.Option(min=1)] = 200,
-    gate_method: GateMethodOption = GateMethod.lcb,
-    threshold: ThresholdOption = 0.55,
-    seed: int = 0,
-    blocks: Annotated[int, typer.Option(min=1, help="ResNet blocks (Connect 4, Othello).")] = 5,
-    channels: Annotated[int, typer.Option(min=8, help="ResNet channels.")] = 64,
-    value_discount: ValueDiscountOption = 1.0,
-    full_search_fraction: FullSearchOption = 1.0,
-    fast_sims: FastSimsOption = 0,
-    search_value_weight: SearchValueWeightOption = 0.0,
-    td_steps: TdStepsOption = 0,
-    train_from: TrainFromOption = TrainFrom.latest,
-    gate_solver_z: SolverZOption = 0.0,
-    random_opening_plies: RandomOpeningOption = 0,
+        str | None, typer.Option(help="Triton HTTP as the pods see it ('' to skip the reload).")
+    ] = None,
 ):
-    """Create a run, or a recurring run with --cron, on a KFP cluster."""
-    arguments = _pipeline_arguments(**locals())
-    from cartridge.pipelines import submit
+    """Create a run, or a recurring run with --cron, on a KFP cluster. Endpoints not
+    given are the in-cluster services of the manifests in kustomize/."""
+    from cartridge.settings import Endpoints
     from kfp_pipelines.alphazero import DEFAULT_IMAGE
+    from kfp_pipelines.runner import submit
 
-    arguments.update(
-        {"mlflow_tracking_uri": mlflow_uri, "s3_endpoint": s3_endpoint, "triton_url": triton_url}
+    given = {
+        "mlflow_tracking_uri": mlflow_uri,
+        "s3_endpoint": s3_endpoint,
+        "triton_url": triton_url,
+    }
+    endpoints = Endpoints(**{k: v for k, v in given.items() if v is not None})
+    arguments = _pipeline_arguments(
+        game, shards, seed, endpoints, selfplay=selfplay, training=training, gate=gate
     )
     typer.echo(
         json.dumps(submit(host, arguments, iterations, image or DEFAULT_IMAGE, experiment, cron))
@@ -1008,24 +936,14 @@ def bench_train(
     """Real trainer samples/s vs a bare training loop of the same network and batch."""
     from cartridge.benchmarking.training import WARMUP_STEPS
     from cartridge.benchmarking.training import bench_train as run
+    from cartridge.networks import network_for
     from cartridge.progress import progress_bar
 
     g = _game(game)
-    network = _network_config(g, blocks, channels)
+    network = network_for(g.name, blocks, channels)
     with progress_bar(f"bench train {g.name}", steps + WARMUP_STEPS, transient=True) as advance:
         report = run(g, batch_size, steps, network=network, device=device, on_step=advance)
     _print_result(report, as_json)
-
-
-def _network_config(game, blocks: int | None, channels: int | None):
-    """The game's default network, turned into a ResNet of the given size when asked."""
-    from cartridge.networks import NetworkConfig, default_network_config
-
-    network = default_network_config(game)
-    overrides = {k: v for k, v in (("blocks", blocks), ("channels", channels)) if v}
-    if not overrides:
-        return network
-    return NetworkConfig.model_validate({**network.model_dump(), "kind": "resnet", **overrides})
 
 
 def _elo_text(elo: float) -> str:

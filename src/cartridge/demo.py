@@ -19,8 +19,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
+from cartridge.names import CHAMPION, registered_model_name, version_uri
 from cartridge.stack import StackConfig, client_environment, up
-from cartridge.tracking import registered_model_name
+from cartridge.tracking import alias_version
 
 console = Console(highlight=False)
 
@@ -100,10 +101,7 @@ class _Progress:
 
 
 def _champion(client: MlflowClient, game: str) -> str | None:
-    try:
-        return client.get_model_version_by_alias(registered_model_name(game), "champion").version
-    except MlflowException:
-        return None
+    return alias_version(client, game, CHAMPION)
 
 
 def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
@@ -175,7 +173,7 @@ def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
         champion = _champion(client, settings.game)
         if champion is not None:
             player = make_player(
-                f"models:/{registered_model_name(settings.game)}/{champion}",
+                version_uri(settings.game, champion),
                 game,
                 settings.check_simulations,
             )

@@ -1,9 +1,16 @@
 """What a model file says about itself beyond its weights, read without torch.
 
+Every exported network takes `planes` [B, C, H, W] and gives `policy_logits` [B, A]
+and `value` [B]; the ONNX export, the registry signature, the Triton configs and the
+evaluators all use these names, and none of them needs torch to know them.
+
 The value discount is recorded in the ONNX file's metadata_props at export and in the
 served Triton config at publication, so every search that plays a model (arena, gate,
 web bot) backs its values up the way they were trained.
 """
+
+INPUT_NAME = "planes"
+OUTPUT_NAMES = ("policy_logits", "value")
 
 # ONNX metadata_props key (and Triton config parameter): the per-ply discount the
 # value head was trained with.

@@ -16,12 +16,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from cartridge.games import Game
-from cartridge.model_metadata import VALUE_DISCOUNT_KEY
+from cartridge.games import Game, describe
+from cartridge.model_metadata import INPUT_NAME, OUTPUT_NAMES, VALUE_DISCOUNT_KEY
 
 ONNX_OPSET = 18
-INPUT_NAME = "planes"
-OUTPUT_NAMES = ("policy_logits", "value")
 
 
 class NetworkConfig(BaseModel):
@@ -35,10 +33,22 @@ class NetworkConfig(BaseModel):
 
 
 def default_network_config(game: Game) -> NetworkConfig:
-    """An MLP for TicTacToe's nine cells; a ResNet where spatial patterns matter."""
-    if game.name == "tictactoe":
+    """The network the game describes as its own (`games.describe`)."""
+    defaults = describe(game.name).network
+    if defaults.kind == "mlp":
         return NetworkConfig(kind="mlp")
-    return NetworkConfig(kind="resnet", blocks=5, channels=64)
+    return NetworkConfig(kind="resnet", blocks=defaults.blocks, channels=defaults.channels)
+
+
+def network_for(game_name: str, blocks: int | None = None, channels: int | None = None):
+    """The network to train for a game: its default, resized when it is a ResNet and a
+    size is given (0 or None: the default's). The TicTacToe MLP has no blocks or
+    channels, so sizes leave it as it is. Every command and pipeline step asks here."""
+    network = default_network_config(Game(game_name))
+    sizes = {k: int(v) for k, v in (("blocks", blocks), ("channels", channels)) if v}
+    if network.kind != "resnet" or not sizes:
+        return network
+    return NetworkConfig.model_validate({**network.model_dump(), **sizes})
 
 
 class PolicyValueMLP(nn.Module):

@@ -8,7 +8,7 @@ from functools import cache
 
 import numpy as np
 
-from cartridge.games import State, load
+from cartridge.games import SOLVED_GAMES, State, load
 
 
 def require_solver(game_name: str, needed_by: str) -> None:
@@ -93,9 +93,8 @@ def _connect4_solver():
     return bitbully.BitBully()  # loads its opening book once per process
 
 
-# One entry per solved game: adding a solver here is all it takes to be one.
+# One entry per game that `games.describe` says has a solver.
 _VALUERS = {"tictactoe": _tictactoe_values, "connect4": _connect4_values}
-SOLVED_GAMES = tuple(_VALUERS)
 
 
 def optimal_actions(state: State) -> list[int]:

@@ -1,9 +1,10 @@
 """Plain S3 (MinIO in a cluster, SeaweedFS or MinIO here) and local paths behind one set of calls.
 
 Only the standard S3 API is used, with path-style addressing, so any S3 server
-works. The endpoint and keys come from the usual environment variables
-(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), which boto3
-reads itself; `cartridge stack up` prints them for the local stack.
+works. Keys come from the usual environment variables (`AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`; a Kubernetes Secret in a cluster). The endpoint is the one a
+pipeline step was handed (`with endpoint(url):`), else `AWS_ENDPOINT_URL`;
+`cartridge stack env` prints them for the local stack.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +22,21 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 _CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}
+_ENDPOINT: ContextVar[str | None] = ContextVar("s3_endpoint", default=None)
+
+
+@contextmanager
+def endpoint(url: str | None) -> Iterator[None]:
+    """S3 calls inside the block go to `url` ('' or None: AWS_ENDPOINT_URL's)."""
+    token = _ENDPOINT.set(url or None)
+    try:
+        yield
+    finally:
+        _ENDPOINT.reset(token)
+
+
+def current_endpoint() -> str | None:
+    return _ENDPOINT.get() or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 class StorageError(RuntimeError):
@@ -54,7 +71,7 @@ def s3_client(endpoint_url: str | None = None):
     built from their own session, one per distinct setting, reused while it holds.
     """
     return _client_for(
-        endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+        endpoint_url or current_endpoint(),
         os.environ.get("AWS_ACCESS_KEY_ID"),
         os.environ.get("AWS_SECRET_ACCESS_KEY"),
         os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
@@ -78,7 +95,7 @@ def _client_for(endpoint_url, access_key, secret_key, region):
 @contextmanager
 def s3_errors(uri: str) -> Iterator[None]:
     """Turn boto errors into one StorageError line that says what to fix."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
+    endpoint = current_endpoint() or "the default AWS endpoint"
     try:
         yield
     except ClientError as error:

@@ -16,23 +16,16 @@ import mlflow
 import numpy as np
 import onnx
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 from cartridge.games import Game
-from cartridge.networks import INPUT_NAME
+from cartridge.model_metadata import INPUT_NAME, OUTPUT_NAMES
+from cartridge.names import CHALLENGER, experiment_name, registered_model_name
 
-CHALLENGER = "challenger"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's per-request limit
-
-
-def registered_model_name(game_name: str) -> str:
-    return f"cartridge-{game_name}"
-
-
-def experiment_name(game_name: str) -> str:
-    return f"cartridge-{game_name}"
 
 
 def resolve_tracking_uri(home: Path, explicit: str | None = None) -> str:
@@ -49,6 +42,17 @@ def use_tracking(tracking_uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def alias_version(client: MlflowClient, game_name: str, alias: str) -> str | None:
+    """The version an alias of the game's registered model names; None when it names
+    none (or the model is not registered yet)."""
+    try:
+        return str(
+            client.get_model_version_by_alias(registered_model_name(game_name), alias).version
+        )
+    except MlflowException:
+        return None
 
 
 def ensure_experiment(client: MlflowClient, game_name: str) -> str:
@@ -94,8 +98,8 @@ def onnx_signature(game: Game) -> ModelSignature:
         ),
         outputs=Schema(
             [
-                TensorSpec(np.dtype(np.float32), (-1, game.num_actions), "policy_logits"),
-                TensorSpec(np.dtype(np.float32), (-1,), "value"),
+                TensorSpec(np.dtype(np.float32), (-1, game.num_actions), OUTPUT_NAMES[0]),
+                TensorSpec(np.dtype(np.float32), (-1,), OUTPUT_NAMES[1]),
             ]
         ),
     )
@@ -118,7 +122,9 @@ def log_and_register(
     name = registered_model_name(game.name)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
-    return info.model_uri, version.version
+    # As text, as the registry's REST API and every `models:/name/N` URI have it (the
+    # embedded SQLite store hands back an int).
+    return info.model_uri, str(version.version)
 
 
 def fetch_onnx(model_uri: str, directory: Path) -> Path:

@@ -8,9 +8,7 @@ import numpy as np
 
 from cartridge.arena.players import Player
 from cartridge.arena.stats import MatchResult, summarize
-from cartridge.games import Game, State
-
-DEFAULT_OPENING_PLIES = {"tictactoe": 1, "connect4": 2, "othello": 4}
+from cartridge.games import Game, State, describe
 
 
 def random_openings(game: Game, count: int, plies: int, seed: int) -> list[State]:
@@ -42,7 +40,7 @@ def play_match(
     player1 moving first when k is even, so each opening is played from both seats."""
     if games < 1:
         raise ValueError(f"games must be at least 1, got {games}")
-    plies = DEFAULT_OPENING_PLIES[game.name] if opening_plies is None else opening_plies
+    plies = describe(game.name).arena_opening_plies if opening_plies is None else opening_plies
     openings = random_openings(game, (games + 1) // 2, plies, seed)
     states = [openings[k // 2] for k in range(games)]
     # Seat of player1 in game k: which player owns the first move of the opening.

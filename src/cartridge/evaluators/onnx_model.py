@@ -7,8 +7,12 @@ import onnxruntime as ort
 
 from cartridge.evaluators.base import check_planes
 from cartridge.games import Game
-from cartridge.model_metadata import VALUE_DISCOUNT_KEY, parse_value_discount
-from cartridge.networks import INPUT_NAME, OUTPUT_NAMES
+from cartridge.model_metadata import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    VALUE_DISCOUNT_KEY,
+    parse_value_discount,
+)
 
 
 class OnnxEvaluator:

@@ -19,13 +19,25 @@ from tritonclient.utils import InferenceServerException
 
 from cartridge.evaluators.base import check_planes
 from cartridge.games import Game
-from cartridge.networks import INPUT_NAME, OUTPUT_NAMES
-from cartridge.serving.triton import (
-    ModelUnavailable,
-    TritonUnavailable,
-    host_port,
-    model_name,
-)
+from cartridge.model_metadata import INPUT_NAME, OUTPUT_NAMES
+from cartridge.names import triton_model_name
+
+
+class TritonUnavailable(RuntimeError):
+    """Triton did not answer (not running, unreachable, or timed out)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """Triton answers but does not serve the model (not loaded, or no version in the
+    repository)."""
+
+
+def host_port(url: str) -> str:
+    """tritonclient wants host:port; accept the http:// (or grpc://) form people copy."""
+    for scheme in ("http://", "https://", "grpc://"):
+        url = url.removeprefix(scheme)
+    return url.rstrip("/")
+
 
 # Status text Triton uses when the server is reachable but the model is not served.
 _MODEL_MISSING = ("not found", "unavailable model", "is not ready", "unknown model")
@@ -56,7 +68,7 @@ class TritonEvaluator:
         self.game = game
         self.url = host_port(url)
         self.protocol = protocol
-        self.model = model or model_name(game.name)
+        self.model = model or triton_model_name(game.name)
         self.timeout = timeout
         self.on_call = on_call
         self._local = threading.local()

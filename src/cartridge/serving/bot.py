@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from cartridge import games
 from cartridge.evaluators import Evaluator
 from cartridge.games import Game, State, load
 from cartridge.mcts import BatchedMCTS, SearchConfig
@@ -24,18 +25,6 @@ LEAVES_PER_CALL = 16
 LEVELS = (25, 100, 200, 400, 800)
 DEFAULT_LEVEL = 200
 MAX_LEVEL = 1600
-
-RULES = {
-    "tictactoe": "Players take turns marking an empty cell of a 3x3 grid. Three marks in "
-    "a row, column or diagonal win; a full grid without a line is a draw.",
-    "connect4": "Players take turns dropping a disc into one of 7 columns; it falls to the "
-    "lowest empty cell. Four discs in a row, column or diagonal win; a full board is a draw.",
-    "othello": "Players place a disc that brackets a straight line of opponent discs, which "
-    "flip. With no such move a player passes; the game ends when neither can move, and "
-    "the player with more discs wins.",
-}
-TITLES = {"tictactoe": "Tic-tac-toe", "connect4": "Connect 4", "othello": "Othello"}
-PLAYERS = {"othello": ("Black", "White")}
 
 
 class IllegalMoves(ValueError):
@@ -64,17 +53,17 @@ class BotReply:
 
 def game_info(game: Game) -> dict:
     """What a client needs to draw the board and number the actions."""
-    pass_action = game.num_actions - 1 if game.name == "othello" else None
+    description = games.describe(game.name)
     return {
         "name": game.name,
-        "title": TITLES[game.name],
+        "title": description.title,
         "rows": game.height,
         "cols": game.width,
         "num_actions": game.num_actions,
-        "pass_action": pass_action,
-        "drop_columns": game.name == "connect4",
-        "players": list(PLAYERS.get(game.name, ("X", "O"))),
-        "rules": RULES[game.name],
+        "pass_action": description.pass_action,
+        "drop_columns": description.drop_columns,
+        "players": list(description.players),
+        "rules": description.rules,
         "levels": list(LEVELS),
         "default_level": DEFAULT_LEVEL,
     }

@@ -9,8 +9,7 @@ from __future__ import annotations
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cartridge.promotion import CHAMPION
-from cartridge.tracking import experiment_name, registered_model_name
+from cartridge.names import CHAMPION, experiment_name, registered_model_name
 
 TRAINING_METRICS = ("loss", "policy_loss", "value_loss")
 MAX_TRAINING_RUNS = 100

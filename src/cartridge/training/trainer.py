@@ -29,14 +29,9 @@ import cartridge
 from cartridge.evaluators.onnx_model import OnnxEvaluator
 from cartridge.evaluators.torch_model import TorchEvaluator
 from cartridge.games import load
+from cartridge.names import registered_model_name
 from cartridge.networks import NetworkConfig, build_network, default_network_config, export_onnx
-from cartridge.tracking import (
-    MetricBuffer,
-    ensure_experiment,
-    log_and_register,
-    registered_model_name,
-    use_tracking,
-)
+from cartridge.tracking import MetricBuffer, ensure_experiment, log_and_register, use_tracking
 from cartridge.training import checkpoint
 from cartridge.training.batches import BatchSampler
 from cartridge.training.config import TrainConfig

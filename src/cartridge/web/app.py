@@ -23,13 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cartridge.games import GAME_NAMES, load
+from cartridge.names import triton_model_name
 from cartridge.serving import bot
 from cartridge.serving.triton import (
     ModelUnavailable,
     ServedDiscounts,
     TritonControl,
     TritonUnavailable,
-    model_name,
 )
 from cartridge.web.metrics import WebMetrics
 
@@ -401,7 +401,12 @@ def _triton_state(control: TritonControl, game_name: str) -> dict:
         state = control.model_state(game_name)
         return {"model": state.model, "version": state.version, "state": state.state}
     except (TritonUnavailable, ModelUnavailable) as error:
-        return {"model": model_name(game_name), "version": None, "state": None, "error": str(error)}
+        return {
+            "model": triton_model_name(game_name),
+            "version": None,
+            "state": None,
+            "error": str(error),
+        }
 
 
 def _mlflow_healthy(tracking_uri: str | None) -> bool:

@@ -1,4 +1,5 @@
-"""Compile, run locally, or submit the AlphaZero pipeline in `kfp_pipelines/`."""
+"""Compile, run locally (kfp.local), or submit (kfp.Client) the AlphaZero pipeline: the
+one place that drives KFP itself."""
 
 from __future__ import annotations
 

@@ -1,0 +1,84 @@
+"""One self-play shard, played and stored: what `cartridge selfplay` and the pipeline's
+self-play step both run.
+
+Shards are immutable: a destination that already holds one is refused, or, for a
+retried pipeline step, kept as the step's result.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from cartridge import storage
+from cartridge.replay import METADATA_FILE, ShardMetadata, sha256_file, write_shard
+from cartridge.settings import SelfPlaySettings
+
+log = logging.getLogger(__name__)
+
+
+def holds_shard(destination: str) -> bool:
+    """Whether anything was written at `destination` already."""
+    if storage.is_s3(destination):
+        return bool(storage.list_keys(destination))
+    return (Path(destination) / METADATA_FILE).exists()
+
+
+def write_selfplay_shard(
+    game_name: str,
+    destination: str,
+    settings: SelfPlaySettings,
+    *,
+    model: str | None = None,
+    evaluator: str = "uniform",
+    seed: int = 0,
+    parallel_games: int = 64,
+    threads: int = 1,
+    keep_existing: bool = False,
+    on_game_end: Callable[[int], None] | None = None,
+) -> ShardMetadata | None:
+    """Play `settings.games` games with `model` (an .onnx path or a `models:/` URI;
+    without one, the `evaluator` spec) and write the shard to `destination`, a folder or
+    an s3:// prefix. A destination that holds a shard already is an error, or with
+    `keep_existing` (a retried step) kept, and None returned."""
+    from cartridge.evaluators import make_evaluator
+    from cartridge.games import load
+    from cartridge.selfplay import play_selfplay
+
+    if holds_shard(destination):
+        if not keep_existing:
+            raise FileExistsError(
+                f"{destination} already holds a replay shard; shards are immutable"
+            )
+        log.info("shard %s already written (a retry); keeping it", destination)
+        return None
+    game = load(game_name)
+    spec = model or evaluator
+    with tempfile.TemporaryDirectory(prefix="cartridge-selfplay-") as workdir:
+        model_file = _local_model(model, Path(workdir)) if model else None
+        result = play_selfplay(
+            game,
+            make_evaluator(
+                str(model_file) if model_file else evaluator, game, threads=threads, seed=seed
+            ),
+            settings.config(game, parallel_games=parallel_games),
+            seed=seed,
+            model=spec,
+            model_sha256=sha256_file(model_file) if model_file else None,
+            on_game_end=on_game_end,
+        )
+        if storage.is_s3(destination):
+            storage.upload_dir(write_shard(Path(workdir) / "shard", result), destination)
+        else:
+            write_shard(destination, result)
+    return result.metadata
+
+
+def _local_model(model: str, workdir: Path) -> Path:
+    if model.startswith("models:/"):
+        from cartridge.tracking import fetch_onnx
+
+        return fetch_onnx(model, workdir)
+    return Path(model)
