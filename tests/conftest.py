@@ -131,11 +131,34 @@ def fresh_served_model(client, config, game_name):
     storage.delete_prefix(f"s3://{config.bucket}/triton/cartridge_{game_name}/")
 
 
+@pytest.fixture(scope="session")
+def champion_cache():
+    """game -> the version `served_champions` last promoted, across modules."""
+    return {}
+
+
+def _still_served(client, config, game_name, version) -> bool:
+    """Whether `version` is still the registry's champion and what Triton serves."""
+    from cartridge.names import CHAMPION
+    from cartridge.serving.triton import TritonControl
+    from cartridge.tracking import alias_version
+
+    if alias_version(client, game_name, CHAMPION) != version:
+        return False
+    control = TritonControl(config.triton_url)
+    try:
+        state = control.model_state(game_name)
+    finally:
+        control.close()
+    return (state.version, state.state) == (version, "READY")
+
+
 @pytest.fixture(scope="module")
-def served_champions(local_stack, onnx_models):
+def served_champions(local_stack, onnx_models, champion_cache):
     """Fresh TicTacToe and Connect 4 champions, promoted and loaded in the session's
     Triton; returns their registry versions. The game's Triton folder is cleared first:
-    a re-created registry entry numbers its versions from 1 again."""
+    a re-created registry entry numbers its versions from 1 again. Champions an earlier
+    module had promoted are kept when no test since has replaced them."""
     import mlflow
 
     from cartridge.promotion import promote
@@ -149,11 +172,15 @@ def served_champions(local_stack, onnx_models):
     mlflow.set_experiment("serving-test")
     versions = {}
     for name in ("tictactoe", "connect4"):
+        cached = champion_cache.get(name)
+        if cached and _still_served(client, local_stack, name, cached):
+            versions[name] = cached
+            continue
         fresh_served_model(client, local_stack, name)
         with mlflow.start_run():
             _, version = log_and_register(client, onnx_models[name][0], load(name), {})
         result = promote(client, name, version)
         assert result.triton_error is None, result.triton_error
-        versions[name] = version
+        versions[name] = champion_cache[name] = version
     yield versions
     patch.undo()

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from cartridge.cli import app
@@ -9,6 +10,12 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line(result) -> bool:
+    """The README's promise for bad input: exit status 2 and one line saying why."""
+    lines = result.output.strip().splitlines()
+    return result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
 
 
 def test_perft_prints_one_integer():
@@ -75,10 +82,12 @@ def test_selfplay_with_model_records_its_checksum(tmp_path, onnx_models):
 
 def test_bad_inputs_exit_2_with_a_reason(tmp_path):
     unknown = invoke("perft", "--game", "chess", "--depth", "1")
-    assert unknown.exit_code == 2 and "chess" in unknown.output
+    assert one_line(unknown), unknown.output
+    assert "chess" in unknown.output
     (tmp_path / "bad").mkdir()
     bad_shard = invoke("shard", "inspect", tmp_path / "bad")
-    assert bad_shard.exit_code == 2 and "metadata.json is missing" in bad_shard.output
+    assert one_line(bad_shard), bad_shard.output
+    assert "metadata.json is missing" in bad_shard.output
     bad_model = invoke(
         "selfplay",
         "--game",
@@ -93,29 +102,34 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
         tmp_path / "none.onnx",
         "--quiet",
     )
-    assert bad_model.exit_code == 2 and "does not exist" in bad_model.output
+    assert one_line(bad_model), bad_model.output
+    assert "does not exist" in bad_model.output
     bad_player = invoke(
         "arena", "--game", "tictactoe", "--player1", "nobody", "--player2", "random", "--json"
     )
-    assert bad_player.exit_code == 2 and "unknown player" in bad_player.output
+    assert one_line(bad_player), bad_player.output
+    assert "unknown player" in bad_player.output
     for discount in ("0.3", "1.2"):
         bad_discount = invoke(
             "selfplay", "--game", "tictactoe", "--games", 1, "--sims", 1,
             "--out", tmp_path / "d", "--value-discount", discount, "--quiet",
         )  # fmt: skip
-        assert bad_discount.exit_code == 2 and "--value-discount" in bad_discount.output
+        assert one_line(bad_discount), bad_discount.output
+        assert "--value-discount" in bad_discount.output
     assert not (tmp_path / "d").exists()
     bad_weight = invoke(
         "selfplay", "--game", "tictactoe", "--games", 1, "--sims", 1,
         "--out", tmp_path / "w", "--search-value-weight", "-0.5", "--quiet",
     )  # fmt: skip
-    assert bad_weight.exit_code == 2 and "--search-value-weight" in bad_weight.output
+    assert one_line(bad_weight), bad_weight.output
+    assert "--search-value-weight" in bad_weight.output
     assert not (tmp_path / "w").exists()
     slow_fast = invoke(
         "selfplay", "--game", "tictactoe", "--games", 1, "--sims", 8, "--out", tmp_path / "f",
         "--full-search-fraction", 0.5, "--fast-sims", 8, "--quiet",
     )  # fmt: skip
-    assert slow_fast.exit_code == 2 and "fast_simulations (8) must be below" in slow_fast.output
+    assert one_line(slow_fast), slow_fast.output
+    assert "fast_simulations (8) must be below" in slow_fast.output
     assert not (tmp_path / "f").exists()
     # A bad gate setting is refused before any self-play is spent on the run.
     for command in (["pipeline", "run", "--local"], ["pipeline", "submit", "--host", "x"]):
@@ -129,11 +143,14 @@ def test_bad_inputs_exit_2_with_a_reason(tmp_path):
             ("--td-steps", "513"),
         ):
             refused = invoke(*command, option, value)
-            assert refused.exit_code == 2 and option in refused.output, refused.output
+            assert one_line(refused), refused.output
+            assert option in refused.output, refused.output
     bad_solver_z = invoke("gate", "--game", "connect4", "--solver-z", "-1")
-    assert bad_solver_z.exit_code == 2 and "--solver-z" in bad_solver_z.output
+    assert one_line(bad_solver_z), bad_solver_z.output
+    assert "--solver-z" in bad_solver_z.output
     bad_gate = invoke("gate", "--game", "tictactoe", "--method", "best-of-3")
-    assert bad_gate.exit_code == 2 and "'best-of-3' is not one of" in bad_gate.output
+    assert one_line(bad_gate), bad_gate.output
+    assert "'best-of-3' is not one of" in bad_gate.output
 
 
 def test_arena_json():
@@ -164,7 +181,13 @@ def test_bench_mcts_json():
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["sims_per_sec"] > 0 and report["python_puct_sims_per_sec"] > 0
+    assert (report["simulations_per_tree"], report["trees"], report["repeats"]) == (50, 4, 1)
+    assert report["sims_per_sec_runs"] == [report["sims_per_sec"]]  # the median of one run
+    # The C-level tree beats the dict-based Python PUCT by a wide margin on any machine.
+    assert report["speedup_vs_python"] > 2
+    assert report["speedup_vs_python"] == round(
+        report["sims_per_sec"] / report["python_puct_sims_per_sec"], 1
+    )
 
 
 def test_bench_selfplay_json(onnx_models):
@@ -185,17 +208,29 @@ def test_bench_selfplay_json(onnx_models):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["ratio"] > 0 and report["parallel_games"] == 4
+    assert (report["games"], report["simulations"], report["parallel_games"]) == (8, 8, 4)
+    # Batches hold at most one leaf per game searched together.
+    assert 1 <= report["mean_batch"] <= 4
+    # Self-play does the raw network's work plus the search's: slower than the bound.
+    assert 0 < report["ratio"] < 1
 
 
 def test_init_model_writes_onnx(tmp_path):
     out = tmp_path / "m.onnx"
     result = invoke("init-model", "--game", "othello", "--out", out, "--blocks", 1, "--channels", 8)
     assert result.exit_code == 0, result.output
+    import onnx
+
     from cartridge.evaluators.onnx_model import OnnxEvaluator
     from cartridge.games import load
 
     OnnxEvaluator(load("othello"), out)
+    graph = onnx.load(str(out)).graph
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    # A stem, two per residual block, one per head: the sizes asked for took effect.
+    assert len(convolutions) == 1 + 2 * 1 + 2
+    weights = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    assert weights[convolutions[0].input[1]] == (8, 2, 3, 3)
 
 
 def test_train_argument_errors(embedded_env, tmp_path):
@@ -264,8 +299,14 @@ def test_bench_train_json():
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["device"] == "cpu" and report["trainer_samples_per_sec"] > 0
-    assert report["bare_samples_per_sec"] > 0 and report["ratio"] > 0
+    assert report["device"] == "cpu" and (report["batch_size"], report["steps"]) == (16, 3)
+    assert report["network"]["kind"] == "mlp"  # TicTacToe's own network
+    for kind in ("trainer", "bare"):
+        per_step = report[f"{kind}_ms_per_step"] / 1000
+        assert report[f"{kind}_samples_per_sec"] == pytest.approx(16 / per_step, rel=0.01, abs=1)
+    assert report["ratio"] == pytest.approx(
+        report["bare_ms_per_step"] / report["trainer_ms_per_step"], abs=0.002
+    )
 
 
 def test_play_in_the_terminal_explains_bad_moves():

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import requests
 from typer.testing import CliRunner
 
 from cartridge.cli import app
@@ -92,8 +93,15 @@ def test_make_evaluator_triton_specs(monkeypatch, local_stack):
             make_evaluator(bad, game)
 
 
+def _inferences(stack, model):
+    """Positions Triton has evaluated for `model` since it loaded (its statistics API)."""
+    stats = requests.get(f"{stack.triton_url}/v2/models/{model}/stats", timeout=10).json()
+    return sum(entry["inference_count"] for entry in stats["model_stats"])
+
+
 def test_selfplay_can_evaluate_through_triton(served_champions, stack_env, tmp_path):
     out = tmp_path / "shard"
+    before = _inferences(stack_env, "cartridge_connect4")
     result = CliRunner().invoke(
         app,
         [
@@ -114,6 +122,8 @@ def test_selfplay_can_evaluate_through_triton(served_champions, stack_env, tmp_p
     assert result.exit_code == 0, result.output
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["games"] == 4 and metadata["model"] == "triton"
+    # Every recorded position was searched, each search evaluating positions on Triton.
+    assert _inferences(stack_env, "cartridge_connect4") - before >= metadata["positions"]
 
 
 def test_replay_rejects_bad_games():

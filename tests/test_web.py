@@ -155,6 +155,8 @@ def test_lineage_and_stats_come_from_mlflow(web, local_stack, served_champions):
 
 def test_metrics_count_requests_and_triton_calls(web):
     move(web, {"game": "tictactoe", "moves": [4], "level": 16})
+    # A labelled counter has no line until first used: this test makes its own bad request.
+    assert move(web, {"game": "tictactoe", "moves": [4, 4]}).status_code == 400
     text = requests.get(f"{web}/metrics", timeout=5).text
     assert 'cartridge_http_requests_total{method="POST",route="/api/move",status="200"}' in text
     assert 'cartridge_triton_request_duration_seconds_count{game="tictactoe"}' in text

@@ -13,6 +13,8 @@ The checkers come from PyPI into their own virtualenv (`requirements-validate.tx
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -67,6 +69,23 @@ class CheckResult:
     name: str
     ok: bool
     output: str = ""
+
+
+# What ships to a cluster, relative to the repository root: what these checks read.
+DELIVERABLES = ("kustomize", "docker", ".github", "scripts", "skaffold.yaml", ".yamllint.yaml")
+REPORT = "report.json"
+
+
+def deliverables_digest(root: Path) -> str:
+    """One hash over every deliverable file's path and bytes: a report says which
+    tree it checked, so a stale one is told from a fresh one."""
+    digest = hashlib.sha256()
+    for name in DELIVERABLES:
+        top = Path(root) / name
+        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
+        for path in (p for p in files if p.is_file()):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -329,4 +348,10 @@ def validate(
         results.append(check())
         if on_result:
             on_result(results[-1])
+    report = {
+        "deliverables_sha256": deliverables_digest(tree.root),
+        "overlays": list(tree.overlays),
+        "results": [result.__dict__ for result in results],
+    }
+    (out_dir / REPORT).write_text(json.dumps(report, indent=2))
     return results

@@ -175,11 +175,19 @@ def _wait_healthy(spec: ServiceSpec, record: ServiceRecord, timeout: float) -> N
         ) from None
 
 
-def up(config: StackConfig, timeout: float = 120.0) -> dict[str, ServiceStatus]:
-    """Start whatever is not running yet and wait until every server is healthy."""
+def up(
+    config: StackConfig, timeout: float = 120.0, only: tuple[str, ...] | None = None
+) -> dict[str, ServiceStatus]:
+    """Start whatever is not running yet and wait until every server is healthy;
+    `only` names the services to start (in the stack's order), e.g. ("s3",)."""
     credentials = load_or_create_credentials(config)
     state = _load_state(config)
     services = stack_services(config, credentials)
+    if only is not None:
+        unknown = set(only) - {spec.name for spec in services}
+        if unknown:
+            raise ValueError(f"no stack service called {', '.join(sorted(unknown))}")
+        services = [spec for spec in services if spec.name in only]
     # Every port is checked before anything starts, so a conflict leaves nothing behind.
     for spec in services:
         if _our_process(state.get(spec.name)) is None:
