@@ -22,6 +22,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer.core import TyperGroup
 
 from cartridge.logs import configure_logging
+from cartridge.names import CHAMPION, alias_uri, registered_model_name
 
 
 class OneLineErrors(TyperGroup):
@@ -414,7 +415,7 @@ def promote_command(
         typer.echo(result.model_dump_json())
     else:
         typer.echo(
-            f"cartridge-{game.value}: champion v{result.champion}, previous "
+            f"{registered_model_name(game.value)}: champion v{result.champion}, previous "
             f"{'v' + result.previous if result.previous else 'none'}; Triton model "
             f"{result.triton_model}"
         )
@@ -470,7 +471,7 @@ def play(
     from cartridge.arena.interactive import play_against
 
     stack = _connect()
-    spec = against or f"models:/cartridge-{game.value}@champion"
+    spec = against or alias_uri(game.value, CHAMPION)
     if spec.startswith("models:/"):
         _tracking_client(stack)
     g = _game(game)
@@ -661,17 +662,33 @@ def train(
         )
 
 
-def _stack_config(home, s3_port, mlflow_port, triton_port=None, web_port=None):
-    from cartridge.stack import StackConfig
-
-    overrides = {
-        "home": home,
-        "s3_port": s3_port,
-        "mlflow_port": mlflow_port,
-        "triton_port": triton_port,
-        "web_port": web_port,
+def with_stack_config(command):
+    """Give a `stack` command the options that locate the local stack (home folder and
+    ports); it receives the resulting StackConfig as `config`."""
+    options = {
+        "home": HomeOption,
+        "s3_port": S3PortOption,
+        "mlflow_port": MlflowPortOption,
+        "triton_port": TritonPortOption,
+        "web_port": WebPortOption,
     }
-    return StackConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name != "config"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+        for name, kind in options.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        from cartridge.stack import StackConfig
+
+        given = {name: kwargs.pop(name) for name in options}
+        config = StackConfig.from_env(**{k: v for k, v in given.items() if v is not None})
+        return command(config=config, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
+    return wrapper
 
 
 def _print_stack(report: dict, as_json: bool) -> None:
@@ -686,18 +703,11 @@ def _print_stack(report: dict, as_json: bool) -> None:
 
 @stack_app.command("up")
 @_friendly_errors
-def stack_up(
-    home: HomeOption = None,
-    s3_port: S3PortOption = None,
-    mlflow_port: MlflowPortOption = None,
-    triton_port: TritonPortOption = None,
-    web_port: WebPortOption = None,
-    as_json: JsonFlag = False,
-):
+@with_stack_config
+def stack_up(config, as_json: JsonFlag = False):
     """Start the S3 store, MLflow, Triton and the web app (idempotent); wait until healthy."""
     from cartridge.stack import up
 
-    config = _stack_config(home, s3_port, mlflow_port, triton_port, web_port)
     report = up(config)
     _print_stack(report, as_json)
     if not as_json:
@@ -712,51 +722,34 @@ def stack_up(
 
 @stack_app.command("down")
 @_friendly_errors
-def stack_down(
-    home: HomeOption = None,
-    s3_port: S3PortOption = None,
-    mlflow_port: MlflowPortOption = None,
-    triton_port: TritonPortOption = None,
-    web_port: WebPortOption = None,
-):
+@with_stack_config
+def stack_down(config):
     """Stop the servers this stack started; their data stays."""
     from cartridge.stack import down
 
-    stopped = down(_stack_config(home, s3_port, mlflow_port, triton_port, web_port))
+    stopped = down(config)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @stack_app.command("status")
 @_friendly_errors
-def stack_status(
-    home: HomeOption = None,
-    s3_port: S3PortOption = None,
-    mlflow_port: MlflowPortOption = None,
-    triton_port: TritonPortOption = None,
-    web_port: WebPortOption = None,
-    as_json: JsonFlag = False,
-):
+@with_stack_config
+def stack_status(config, as_json: JsonFlag = False):
     """Each server's health, PID and URL."""
     from cartridge.stack import status
 
-    _print_stack(status(_stack_config(home, s3_port, mlflow_port, triton_port, web_port)), as_json)
+    _print_stack(status(config), as_json)
 
 
 @stack_app.command("env")
 @_friendly_errors
-def stack_env(
-    home: HomeOption = None,
-    s3_port: S3PortOption = None,
-    mlflow_port: MlflowPortOption = None,
-    triton_port: TritonPortOption = None,
-    web_port: WebPortOption = None,
-):
+@with_stack_config
+def stack_env(config):
     """Shell exports that point MLflow, S3 and Triton clients at the local stack."""
     import shlex
 
     from cartridge.stack import client_environment
 
-    config = _stack_config(home, s3_port, mlflow_port, triton_port, web_port)
     for key, value in client_environment(config).items():
         typer.echo(f"export {key}={shlex.quote(value)}")
 

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from cartridge.names import CHAMPION, registered_model_name, version_uri
+from cartridge.names import CHAMPION, experiment_name, registered_model_name, version_uri
 from cartridge.stack import StackConfig, client_environment, up
 from cartridge.tracking import alias_version
 
@@ -60,7 +60,7 @@ class _Progress:
         self.seen: dict[str, str] = {}
 
     def poll(self) -> None:
-        experiment = self.client.get_experiment_by_name(f"cartridge-{self.game}")
+        experiment = self.client.get_experiment_by_name(experiment_name(self.game))
         if experiment is None:
             return
         runs = self.client.search_runs(
