@@ -56,6 +56,9 @@ def free_stack_ports():
             }
 
 
+RECONCILE_SECONDS = 15
+
+
 def make_stack_config(home):
     from cartridge.stack import StackConfig
 
@@ -69,7 +72,12 @@ def local_stack(tmp_path_factory):
     from cartridge.stack import down, up
 
     config = make_stack_config(tmp_path_factory.mktemp("stack") / ".cartridge")
+    patch = pytest.MonkeyPatch()
+    # The web app's periodic reconcile pass, shorter than the 30 s default so that the
+    # tests of a missed webhook end sooner.
+    patch.setenv("CARTRIDGE_RECONCILE_SECONDS", str(RECONCILE_SECONDS))
     up(config)
+    patch.undo()
     yield config
     down(config)
 

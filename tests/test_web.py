@@ -1,8 +1,12 @@
 """The web API, served by the session stack's real web app in front of its real Triton
 and MLflow."""
 
+import os
+import signal
+import threading
 import time
 
+import psutil
 import pytest
 import requests
 from conftest import fresh_served_model
@@ -182,6 +186,116 @@ def test_triton_stopped_mid_game_gives_503_then_the_game_goes_on(web, local_stac
     again = move(web, {"game": "tictactoe", "moves": moves, "level": 32})
     assert again.status_code == 200, again.text
     assert again.json()["position"]["moves"][: len(moves)] == moves
+
+
+def test_triton_killed_under_load_heals_without_restarting_the_web_app(web, local_stack):
+    """Triton SIGKILLed while ten clients play: `/healthz` answers throughout, moves get
+    503 with Retry-After while it is down, and 200 again within 10 s of its return."""
+    record = _load_state(local_stack)["triton"]
+    stop = threading.Event()
+    lock = threading.Lock()
+    replies: list[tuple[float, float, int | None, str, str | None]] = []
+    health_failures: list[str] = []
+
+    def play():
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                reply = move(web, {"game": "tictactoe", "moves": [4], "level": 16})
+                entry = (sent, time.monotonic(), reply.status_code, reply.text,
+                         reply.headers.get("Retry-After"))  # fmt: skip
+            except requests.RequestException as error:
+                entry = (sent, time.monotonic(), None, str(error), None)
+            with lock:
+                replies.append(entry)
+
+    def health():
+        while not stop.is_set():
+            try:
+                answer = requests.get(f"{web}/healthz", timeout=2)
+                if answer.status_code != 200:
+                    health_failures.append(f"status {answer.status_code}")
+            except requests.RequestException as error:
+                health_failures.append(str(error))
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=play, daemon=True) for _ in range(10)]
+    threads.append(threading.Thread(target=health, daemon=True))
+    for thread in threads:
+        thread.start()
+    recovered = None
+    try:
+        time.sleep(3)
+        members = [psutil.Process(record.pid), *psutil.Process(record.pid).children(True)]
+        os.killpg(record.pid, signal.SIGKILL)
+        psutil.wait_procs(members, timeout=10)
+        killed = time.monotonic()
+        time.sleep(10)  # the old shared client hung 5-8 s after the kill
+        restarting = time.monotonic()
+        up(local_stack)  # Triton comes back; the web app is not touched
+        back = time.monotonic()
+        while time.monotonic() < back + 15 and recovered is None:
+            with lock:
+                recovered = min(
+                    (r[1] for r in replies if r[0] >= back and r[2] == 200), default=None
+                )
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not health_failures, health_failures[:5]
+    assert recovered is not None and recovered - back < 10, "moves did not recover"
+    # Sent after the calls in flight at the kill had ended, before Triton was restarted.
+    outage = [r for r in replies if killed + 6 <= r[0] < restarting]
+    assert outage and all(r[2] == 503 for r in outage), {r[2] for r in outage}
+    bad = [r for r in outage if r[4] != "5" or "0x" in r[3]]
+    assert not bad, bad[:3]
+    assert {r[2] for r in replies} <= {200, 503}, [r[3] for r in replies if r[2] not in (200, 503)]
+    ready = requests.get(f"{web}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["triton"]
+
+
+def test_control_calls_have_deadlines_and_share_no_lock(tmp_path):
+    """A Triton that accepts connections and never answers (a hung server): every
+    control call returns within its deadline, and a caller waiting on it does not hold
+    up another game's caller."""
+    import socket
+
+    from cartridge.serving.triton import ServedDiscounts, TritonControl, TritonUnavailable
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        control = TritonControl(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1.0,
+                                load_timeout=2.0)  # fmt: skip
+        try:
+            started = time.monotonic()
+            assert control.ready() is False
+            with pytest.raises(TritonUnavailable, match="not reachable"):
+                control.load("tictactoe")
+            assert time.monotonic() - started < 6
+            discounts = ServedDiscounts(control)
+            errors = []
+
+            def ask(game):
+                try:
+                    discounts.get(game)
+                except TritonUnavailable as error:
+                    errors.append(str(error))
+
+            asking = [threading.Thread(target=ask, args=(g,)) for g in ("tictactoe", "connect4")]
+            started = time.monotonic()
+            for thread in asking:
+                thread.start()
+            for thread in asking:
+                thread.join(timeout=10)
+            # In parallel, about one timeout; one after the other (a lock held across
+            # the call), two.
+            assert time.monotonic() - started < 1.8 and len(errors) == 2
+            assert not any("0x" in error for error in errors)
+        finally:
+            control.close()
 
 
 def test_shutdown_stops_the_batching_threads(local_stack, served_champions):

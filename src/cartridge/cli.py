@@ -392,6 +392,50 @@ def gate(
         typer.echo(f"champion is now v{report['promotion']['champion']}")
 
 
+@app.command("reconcile")
+@_friendly_errors
+def reconcile_command(
+    game: Annotated[
+        GameName | None, typer.Option("--game", "-g", help="One game (default: all).")
+    ] = None,
+    every: Annotated[
+        float, typer.Option(min=0, help="Repeat every N seconds until stopped (0: one pass).")
+    ] = 0,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
+    as_json: JsonFlag = False,
+):
+    """Make Triton serve what the registry's `champion` aliases name: publish, withdraw,
+    load or unload, as needed (what the web app does every 30 s and on MLflow webhooks)."""
+    import time
+
+    from cartridge.serving.reconcile import reconcile
+    from cartridge.serving.triton import TritonControl, triton_url
+
+    client = _tracking_client(_connect(), tracking_uri)
+    url = triton_url()
+    control = TritonControl(url) if url else None
+    games = (game.value,) if game else None
+    try:
+        while True:
+            outcomes = reconcile(client, control, games)
+            if as_json:
+                typer.echo(json.dumps([o.model_dump() for o in outcomes]))
+            for o in [] if as_json else outcomes:
+                state = "in sync" if o.in_sync and not (o.refused or o.error) else "NOT served"
+                done = "; ".join(o.actions) or "nothing to do"
+                why = f" ({o.refused or o.error})" if o.refused or o.error else ""
+                typer.echo(
+                    f"{o.game}: champion v{o.champion or '-'}, Triton v{o.served or '-'}, "
+                    f"{state}{why}; {done}"
+                )
+            if not every:
+                break
+            time.sleep(every)
+    finally:
+        if control is not None:
+            control.close()
+
+
 @app.command("promote")
 @_friendly_errors
 def promote_command(

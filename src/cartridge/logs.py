@@ -3,6 +3,7 @@
 import logging
 
 from pythonjsonlogger.json import JsonFormatter
+from rich.console import Console
 from rich.logging import RichHandler
 
 
@@ -17,7 +18,8 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
             )
         )
     else:
-        handler = RichHandler(show_path=False, rich_tracebacks=False)
+        # On stderr, like the JSON lines: stdout is for a command's results (`--json`).
+        handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # Libraries that narrate their internals at INFO: keep their warnings only.

@@ -1,11 +1,12 @@
-"""Promotion: the registry's aliases move, and Triton is told.
+"""Promotion: move the registry's aliases, then bring serving in line with them.
 
 Alias `champion` moves to the promoted version and `previous` keeps the champion before
-it (the rollback target); then the champion is published into the Triton model
-repository and Triton is asked to load it (`cartridge.serving.triton`). Every step
-checks the current state first, so a promotion that is retried after a failure
-finishes the job instead of repeating it. Whether to promote is the gate's call
-(`cartridge.arena.gate`).
+it (the rollback target). What Triton serves then follows the alias: a reconcile pass
+(`cartridge.serving.reconcile`) publishes the champion into the Triton model
+repository, withdraws the other versions and loads it, exactly as a move of the alias
+in the MLflow UI is served. Every step checks the current state first, so a promotion
+that is retried, or interrupted and finished by the next pass, ends in the same
+state. Whether to promote is the gate's call (`cartridge.arena.gate`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cartridge.arena.gate import GateDecision
 from cartridge.arena.stats import MatchResult
 from cartridge.names import CHALLENGER, CHAMPION, PREVIOUS, registered_model_name
 from cartridge.serving import triton
+from cartridge.serving.reconcile import reconcile_game
 from cartridge.tracking import alias_version
 
 log = logging.getLogger(__name__)
@@ -58,14 +60,13 @@ def promote(
         client.set_registered_model_alias(name, CHAMPION, version)
         client.set_model_version_tag(name, version, "promoted_at", _now())
     record_arena(client, game_name, version, match, decision)
-    folder = triton.publish(game_name, version, repository)
     return PromotionResult(
         game=game_name,
         champion=version,
         previous=alias_version(client, game_name, PREVIOUS),
         changed=changed,
-        triton_model=folder,
-        triton_error=_tell_triton(game_name, triton_url),
+        triton_model=triton.model_folder(game_name, repository),
+        triton_error=_serve(client, game_name, repository, triton_url),
     )
 
 
@@ -86,15 +87,13 @@ def rollback(
     client.delete_registered_model_alias(name, PREVIOUS)
     if demoted is not None and demoted != previous:
         client.set_model_version_tag(name, demoted, "rolled_back_at", _now())
-        triton.withdraw(game_name, demoted, repository)
-    folder = triton.publish(game_name, previous, repository)
     return PromotionResult(
         game=game_name,
         champion=previous,
         previous=None,
         changed=True,
-        triton_model=folder,
-        triton_error=_tell_triton(game_name, triton_url),
+        triton_model=triton.model_folder(game_name, repository),
+        triton_error=_serve(client, game_name, repository, triton_url),
     )
 
 
@@ -102,12 +101,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _tell_triton(game_name: str, url: str | None) -> str | None:
-    """Load the new version in Triton; a server that is down is reported, not fatal."""
-    error = triton.notify_triton(game_name, url)
-    if error:
-        log.warning("promotion is done but Triton did not reload: %s", error)
-    return error
+def _serve(
+    client: MlflowClient, game_name: str, repository: str | None, url: str | None
+) -> str | None:
+    """Reconcile the game now, telling the Triton at `url` (None: CARTRIDGE_TRITON_URL's;
+    '': none). Returns why the champion is not served yet, or None: the registry is
+    already updated, and a down server is caught up by the next reconcile pass, so a
+    promotion is not undone by it."""
+    url = triton.triton_url() if url is None else url
+    control = triton.TritonControl(url) if url else None
+    try:
+        outcome = reconcile_game(client, control, game_name, repository)
+    finally:
+        if control is not None:
+            control.close()
+    problem = outcome.refused or outcome.error
+    if problem:
+        log.warning("promotion is done but %s is not served yet: %s", game_name, problem)
+    return problem
 
 
 def record_arena(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
@@ -35,13 +36,24 @@ class BatchingEvaluator:
     what is queued without waiting for more (no added latency when idle), up to
     `max_batch` positions. Errors of a call are raised in every caller it served.
     `last_version` is the inner evaluator's model version for this thread's latest call.
+    A caller waits at most `deadline` seconds (queue and call together), then gets a
+    TimeoutError.
     """
 
-    def __init__(self, inner: Evaluator, max_batch: int = 1024, dispatchers: int = 3):
+    def __init__(
+        self,
+        inner: Evaluator,
+        max_batch: int = 1024,
+        dispatchers: int = 3,
+        deadline: float = 60.0,
+    ):
         if max_batch < 1 or dispatchers < 1:
             raise ValueError("max_batch and dispatchers must be at least 1")
+        if deadline <= 0:
+            raise ValueError(f"deadline must be positive, got {deadline}")
         self.inner = inner
         self.max_batch = max_batch
+        self.deadline = deadline
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._local = threading.local()
         self._threads = [
@@ -62,7 +74,11 @@ class BatchingEvaluator:
             planes = check_planes(planes, game.planes_shape)
         pending = _Pending(np.ascontiguousarray(planes, dtype=np.float32))
         self._queue.put(pending)
-        logits, values, version = pending.future.result()
+        try:
+            logits, values, version = pending.future.result(timeout=self.deadline)
+        except FutureTimeout:
+            # The call may still finish; its result then goes to a future nobody reads.
+            raise TimeoutError(f"no evaluation within {self.deadline:g} s") from None
         self._local.version = version
         return logits, values
 

@@ -8,6 +8,7 @@ thread avoids head-of-line waits), so connections are reused across calls.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,13 @@ class TritonUnavailable(RuntimeError):
 class ModelUnavailable(RuntimeError):
     """Triton answers but does not serve the model (not loaded, or no version in the
     repository)."""
+
+
+def plain_reason(error: BaseException) -> str:
+    """An error's text without the object reprs some clients put in it ("<... at
+    0x7f...>"), which say nothing to a user and leak process internals."""
+    text = re.sub(r"<[^<>]*0x[0-9a-fA-F]+[^<>]*>", "(client object)", str(error))
+    return re.sub(r" ?\(?(at )?0x[0-9a-fA-F]+\)?", "", text).strip() or type(error).__name__
 
 
 def host_port(url: str) -> str:
@@ -113,7 +121,9 @@ class TritonEvaluator:
             raise self._classify(error) from error
         except Exception as error:  # connection refused, reset, timeouts from the HTTP stack
             self._drop_client()
-            raise TritonUnavailable(f"Triton at {self.url} is not reachable: {error}") from error
+            raise TritonUnavailable(
+                f"Triton at {self.url} is not reachable: {plain_reason(error)}"
+            ) from error
         if self.on_call is not None:
             self.on_call(time.perf_counter() - started, len(planes))
         # The client wraps the response buffer read-only; the search writes into priors.
@@ -124,9 +134,11 @@ class TritonEvaluator:
     def _classify(self, error: InferenceServerException) -> Exception:
         text = f"{error.status() or ''} {error.message() or ''}".lower()
         if any(marker in text for marker in _MODEL_MISSING):
-            return ModelUnavailable(f"Triton at {self.url} does not serve {self.model}: {error}")
+            return ModelUnavailable(
+                f"Triton at {self.url} does not serve {self.model}: {plain_reason(error)}"
+            )
         self._drop_client()
-        return TritonUnavailable(f"Triton at {self.url} failed the request: {error}")
+        return TritonUnavailable(f"Triton at {self.url} failed the request: {plain_reason(error)}")
 
     def _drop_client(self) -> None:
         """Forget this thread's client so the next call reconnects from scratch."""

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cartridge.names import CHAMPION, experiment_name, registered_model_name
+from cartridge.serving.reconcile import REFUSED_TAG
 
 TRAINING_METRICS = ("loss", "policy_loss", "value_loss")
 MAX_TRAINING_RUNS = 100
@@ -62,6 +63,7 @@ def champion_lineage(client: MlflowClient, game_name: str, ui_url: str) -> dict 
         "registry_url": f"{ui_url}/#/models/{name}/versions/{version.version}",
         "arena": _arena(version.tags),
         "parameters": parameters,
+        "serving_refused": version.tags.get(REFUSED_TAG),
     }
 
 

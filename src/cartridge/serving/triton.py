@@ -23,8 +23,12 @@ from pathlib import Path
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from cartridge import storage
-from cartridge.evaluators.triton_model import ModelUnavailable, TritonUnavailable, host_port
+from cartridge.evaluators.triton_model import (
+    ModelUnavailable,
+    TritonUnavailable,
+    host_port,
+    plain_reason,
+)
 from cartridge.model_metadata import VALUE_DISCOUNT_KEY, parse_value_discount
 from cartridge.names import triton_model_name, version_uri
 
@@ -37,6 +41,13 @@ def triton_url() -> str | None:
     return os.environ.get("CARTRIDGE_TRITON_URL") or None
 
 
+def _close_quietly(client) -> None:
+    try:
+        client.close()
+    except Exception:  # closing a client whose server is gone may fail; nothing to do
+        pass
+
+
 @dataclass(frozen=True)
 class ModelState:
     model: str
@@ -46,52 +57,90 @@ class ModelState:
 
 
 class TritonControl:
-    """Model control over Triton's HTTP API (explicit model-control mode)."""
+    """Model control over Triton's HTTP API (explicit model-control mode).
 
-    def __init__(self, url: str, timeout: float = 5.0):
+    Safe to share between threads: tritonclient's HTTP client is gevent-based and must
+    stay on the thread that made it (shared, it fails with "Cannot switch to a different
+    thread" or never returns), so each thread gets its own. Every call has a deadline:
+    `timeout` seconds to connect and for an answer, `load_timeout` for a load or unload,
+    which Triton answers once the model is (un)loaded. A client whose call failed is
+    dropped, so the next call after a restart of Triton connects afresh.
+    """
+
+    def __init__(self, url: str, timeout: float = 5.0, load_timeout: float = 60.0):
+        if timeout <= 0 or load_timeout <= 0:
+            raise ValueError("Triton timeouts must be positive")
         self.url = url
-        self._client = triton_http.InferenceServerClient(
-            host_port(url), connection_timeout=timeout, network_timeout=max(timeout, 30.0)
-        )
+        self.timeout = timeout
+        self.load_timeout = max(load_timeout, timeout)
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards the list of clients only, never a call
+        self._clients: list = []
+
+    def _client(self, slow: bool):
+        key = "slow" if slow else "quick"
+        client = getattr(self._local, key, None)
+        if client is None:
+            client = triton_http.InferenceServerClient(
+                host_port(self.url),
+                connection_timeout=self.timeout,
+                network_timeout=self.load_timeout if slow else self.timeout,
+            )
+            setattr(self._local, key, client)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def _drop(self, slow: bool) -> None:
+        key = "slow" if slow else "quick"
+        client = getattr(self._local, key, None)
+        setattr(self._local, key, None)
+        if client is not None:
+            with self._lock:
+                if client in self._clients:
+                    self._clients.remove(client)
+            _close_quietly(client)
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            _close_quietly(client)
 
-    def _call(self, what: str, function, *args, **kwargs):
+    def _call(self, what: str, method: str, *args, slow: bool = False):
         try:
-            return function(*args, **kwargs)
+            return getattr(self._client(slow), method)(*args)
         except InferenceServerException as error:
-            raise ModelUnavailable(f"Triton at {self.url} refused to {what}: {error}") from error
+            raise ModelUnavailable(
+                f"Triton at {self.url} refused to {what}: {plain_reason(error)}"
+            ) from error
         except Exception as error:  # socket errors, timeouts, gevent's own exceptions
-            raise TritonUnavailable(f"Triton at {self.url} is not reachable: {error}") from error
+            self._drop(slow)
+            raise TritonUnavailable(
+                f"Triton at {self.url} is not reachable: {plain_reason(error)}"
+            ) from error
 
     def ready(self) -> bool:
         try:
-            return bool(self._client.is_server_ready())
-        except Exception:
+            return bool(self._call("say whether it is ready", "is_server_ready"))
+        except (TritonUnavailable, ModelUnavailable):
             return False
 
     def load(self, game_name: str) -> None:
         """Load (or reload) the game's model; Triton picks the newest version in the
         repository, so this is how a promotion or a rollback reaches the server."""
-        self._call(
-            "load " + triton_model_name(game_name),
-            self._client.load_model,
-            triton_model_name(game_name),
-        )
+        name = triton_model_name(game_name)
+        self._call(f"load {name}", "load_model", name, slow=True)
 
     def unload(self, game_name: str) -> None:
         """Stop serving the game's model (its files stay in the repository)."""
-        self._call(
-            "unload " + triton_model_name(game_name),
-            self._client.unload_model,
-            triton_model_name(game_name),
-        )
+        name = triton_model_name(game_name)
+        self._call(f"unload {name}", "unload_model", name, slow=True)
 
     def model_state(self, game_name: str) -> ModelState:
         """The serving state of the game's newest version in Triton's repository index."""
         name = triton_model_name(game_name)
-        index = self._call("list its repository", self._client.get_model_repository_index)
+        index = self._call("list its repository", "get_model_repository_index")
         entries = [entry for entry in index if entry.get("name") == name]
         if not entries:
             return ModelState(name, None, None, "not in the model repository")
@@ -103,7 +152,7 @@ class TritonControl:
         """The served version's value discount, from the parameters publication writes
         into its config (none: a model trained without one)."""
         name = triton_model_name(game_name)
-        config = self._call(f"give the config of {name}", self._client.get_model_config, name)
+        config = self._call(f"give the config of {name}", "get_model_config", name)
         entry = config.get("parameters", {}).get(VALUE_DISCOUNT_KEY)
         return parse_value_discount(
             entry.get("string_value") if entry else None, f"Triton config of {name}"
@@ -111,7 +160,7 @@ class TritonControl:
 
     def published_games(self) -> list[str]:
         """Games whose model folder exists in the repository."""
-        index = self._call("list its repository", self._client.get_model_repository_index)
+        index = self._call("list its repository", "get_model_repository_index")
         prefix = triton_model_name("")
         return sorted(
             {e["name"].removeprefix(prefix) for e in index if e["name"].startswith(prefix)}
@@ -121,7 +170,9 @@ class TritonControl:
 class ServedDiscounts:
     """Each game's served value discount, read from Triton at most once per `ttl`
     seconds: moves stay one network round trip each, and a promotion's new setting
-    arrives within `ttl`."""
+    arrives within `ttl`. No lock is held while Triton is asked (threads that find the
+    value stale at once may each ask); with Triton down, a discount read before is kept
+    until Triton answers again."""
 
     def __init__(self, control: TritonControl, ttl: float = 10.0):
         self._control = control
@@ -131,33 +182,18 @@ class ServedDiscounts:
 
     def get(self, game_name: str) -> float:
         with self._lock:
-            when, discount = self._read.get(game_name, (-float("inf"), 1.0))
-            if time.monotonic() - when >= self._ttl:
-                discount = self._control.value_discount(game_name)
-                self._read[game_name] = (time.monotonic(), discount)
-            return discount
-
-
-def notify_triton(game_name: str, url: str | None = None) -> str | None:
-    """Ask Triton at `url` (None: CARTRIDGE_TRITON_URL's; '': none) to load the game's
-    newest published version.
-
-    Returns None on success or when no Triton is configured, else the reason it
-    failed: the registry and the repository are already updated at that point, and the
-    web app loads the model on its next request, so a down server must not undo a
-    promotion."""
-    if url is None:
-        url = triton_url()
-    if not url:
-        return None
-    control = TritonControl(url)
-    try:
-        control.load(game_name)
-        return None
-    except (TritonUnavailable, ModelUnavailable) as error:
-        return str(error)
-    finally:
-        control.close()
+            known = self._read.get(game_name)
+        if known is not None and time.monotonic() - known[0] < self._ttl:
+            return known[1]
+        try:
+            discount = self._control.value_discount(game_name)
+        except (TritonUnavailable, ModelUnavailable):
+            if known is None:
+                raise
+            discount = known[1]  # the move itself will say whether Triton is back
+        with self._lock:
+            self._read[game_name] = (time.monotonic(), discount)
+        return discount
 
 
 def triton_repository() -> str:
@@ -184,14 +220,22 @@ def triton_templates() -> tuple[Path, list[Path]]:
 
 
 def model_folder(game_name: str, repository: str | None = None) -> str:
+    from cartridge import storage  # boto3: only the publishing side needs it, not web pods
+
     return storage.join(repository or triton_repository(), triton_model_name(game_name))
+
+
+class Unservable(ValueError):
+    """A registry version that cannot be served as its game's model."""
 
 
 def publish(game_name: str, version: str, repository: str | None = None) -> str:
     """Copy registry version `version`'s ONNX file and the game's config into the Triton
     repository; returns the model's folder. Re-publishing the same version rewrites the
-    same objects. Reads the registry through the process's MLflow tracking URI."""
-    from cartridge.tracking import fetch_onnx
+    same objects. Reads the registry through the process's MLflow tracking URI.
+    Unservable (nothing written) when the version has no ONNX artifact or its tensors
+    are not the game's."""
+    from cartridge import storage
 
     folder = model_folder(game_name, repository)
     templates, version_files = triton_templates()
@@ -200,9 +244,7 @@ def publish(game_name: str, version: str, repository: str | None = None) -> str:
         if not required.is_file():
             raise FileNotFoundError(f"no Triton template at {required}")
     with tempfile.TemporaryDirectory(prefix="cartridge-publish-") as workdir:
-        onnx_file, value_discount = _single_file(
-            fetch_onnx(version_uri(game_name, version), Path(workdir))
-        )
+        onnx_file, value_discount = _checked_model(game_name, version, Path(workdir))
         served_config = Path(workdir) / "config.pbtxt"
         served_config.write_text(config.read_text() + _parameters(value_discount))
         # The config goes last: a Triton polling the repository sees a complete version.
@@ -213,8 +255,35 @@ def publish(game_name: str, version: str, repository: str | None = None) -> str:
     return folder
 
 
+def _checked_model(game_name: str, version: str, workdir: Path) -> tuple[Path, float]:
+    """The version's ONNX file with its weights inline, once it is known to take and
+    give the game's tensors, and its value discount."""
+    from mlflow.exceptions import MlflowException
+
+    from cartridge.evaluators.onnx_model import OnnxEvaluator
+    from cartridge.games import load
+    from cartridge.tracking import fetch_onnx
+
+    try:
+        downloaded = fetch_onnx(version_uri(game_name, version), workdir)
+    except FileNotFoundError as error:
+        raise Unservable(f"v{version} has no ONNX model: {error}") from error
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the registry did not answer: not the version's fault
+        raise Unservable(f"v{version}'s model artifact is missing: {error.message}") from error
+    single, value_discount = _single_file(downloaded)
+    try:
+        OnnxEvaluator(load(game_name), single)  # the same check every player makes
+    except ValueError as error:
+        raise Unservable(f"v{version} is not a {game_name} model: {error}") from error
+    return single, value_discount
+
+
 def withdraw(game_name: str, version: str, repository: str | None = None) -> None:
     """Delete a version's folder, so the repository's newest version is an older one."""
+    from cartridge import storage
+
     storage.delete_prefix(storage.join(model_folder(game_name, repository), str(version)))
 
 
@@ -243,6 +312,8 @@ def _single_file(onnx_file: Path) -> tuple[Path, float]:
 
 
 def _put(local: Path, destination: str) -> None:
+    from cartridge import storage
+
     if storage.is_s3(destination):
         storage.upload_file(local, destination)
     else:

@@ -85,20 +85,41 @@ class StackConfig(BaseModel):
 class Credentials(BaseModel):
     access_key: str
     secret_key: str
+    # Signs MLflow's webhook deliveries to the web app.
+    webhook_secret: str = ""
+    # MLflow stores webhook secrets encrypted with this Fernet key; a key made anew at
+    # each start would leave the stored secret unreadable after a restart.
+    webhook_encryption_key: str = ""
+
+
+def _new_secrets(credentials: Credentials | None) -> Credentials:
+    import base64
+
+    values = credentials.model_dump() if credentials else {}
+    values.setdefault("access_key", "cartridge-" + secrets.token_hex(6))
+    values.setdefault("secret_key", secrets.token_urlsafe(30))
+    values["webhook_secret"] = values.get("webhook_secret") or secrets.token_urlsafe(30)
+    values["webhook_encryption_key"] = values.get("webhook_encryption_key") or (
+        base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    )
+    return Credentials(**values)
 
 
 def load_or_create_credentials(config: StackConfig) -> Credentials:
-    """The object store's keys: made once per state directory, readable only by the owner."""
+    """The stack's keys and secrets: made once per state directory (the ones a state
+    directory from an older version lacks are added), readable only by the owner."""
     path = config.stack_dir / "credentials.json"
-    if path.exists():
-        return Credentials.model_validate_json(path.read_text())
-    credentials = Credentials(
-        access_key="cartridge-" + secrets.token_hex(6), secret_key=secrets.token_urlsafe(30)
-    )
+    found = Credentials.model_validate_json(path.read_text()) if path.exists() else None
+    credentials = _new_secrets(found)
+    if credentials == found:
+        return credentials
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    partial = path.with_name(path.name + ".new")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(credentials.model_dump_json())
+    partial.replace(path)  # whole or not at all
     return credentials
 
 

@@ -197,6 +197,12 @@ def mlflow_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
         env={
             # The job runner would start about 2 GB of workers nobody here uses.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": credentials.webhook_encryption_key,
+            # The web app's webhook route is plain HTTP on loopback: allowed here only.
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            # MLflow caches its webhook list (60 s by default): a change applies sooner.
+            "MLFLOW_WEBHOOK_CACHE_TTL": "2",
             "MLFLOW_S3_ENDPOINT_URL": config.s3_url,
             "AWS_ACCESS_KEY_ID": credentials.access_key,
             "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
@@ -290,7 +296,11 @@ def web_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
         ],
         ports={"web": config.web_port},
         healthy=lambda: http_ok(f"{config.web_url}/healthz"),
-        env=client_environment(config),
+        env={
+            **client_environment(config),
+            "CARTRIDGE_WEBHOOK_SECRET": credentials.webhook_secret,
+            "CARTRIDGE_WEBHOOK_URL": f"{config.web_url}/api/webhooks/mlflow",
+        },
     )
 
 

@@ -9,6 +9,7 @@ Retry-After, a game without a champion is a 409, bad input is a 4xx.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ from cartridge.serving.triton import (
 )
 from cartridge.web.metrics import WebMetrics
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 GameName = Literal[GAME_NAMES]  # the engines' names, one Literal value each
 Action = Annotated[StrictInt, Field(ge=0, le=255)]
@@ -51,6 +53,13 @@ class WebSettings(BaseModel):
     max_body_bytes: int = Field(16 * 1024, ge=256)
     retry_after_seconds: int = Field(5, ge=1)
     stats_cache_seconds: float = Field(10.0, ge=0)
+    # What Triton serves follows the registry's `champion` aliases: a pass this often
+    # (0: no reconciling here, e.g. where a reconciler Deployment does it).
+    reconcile_seconds: float = Field(30.0, ge=0)
+    # MLflow's webhook deliveries are checked against this secret; without one the
+    # webhook route answers 404 and only the periodic pass follows the registry.
+    webhook_secret: str | None = Field(None, repr=False)
+    webhook_url: str | None = None  # where MLflow reaches this app's webhook route
 
     @classmethod
     def from_env(cls, **overrides) -> WebSettings:
@@ -58,6 +67,9 @@ class WebSettings(BaseModel):
             "triton_url": os.environ.get("CARTRIDGE_TRITON_URL"),
             "triton_grpc_url": os.environ.get("CARTRIDGE_TRITON_GRPC_URL"),
             "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI"),
+            "reconcile_seconds": os.environ.get("CARTRIDGE_RECONCILE_SECONDS"),
+            "webhook_secret": os.environ.get("CARTRIDGE_WEBHOOK_SECRET"),
+            "webhook_url": os.environ.get("CARTRIDGE_WEBHOOK_URL"),
         }
         values.update(overrides)
         return cls(**{k: v for k, v in values.items() if v is not None})
@@ -156,9 +168,26 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     evaluators: dict[str, object] = {}
     evaluators_lock = threading.Lock()
 
+    reconciler = None
+    if settings.reconcile_seconds and settings.tracking_uri:
+        from cartridge.serving.reconcile import Reconciler
+
+        reconciler = Reconciler(
+            settings.tracking_uri,
+            settings.triton_url,
+            period=settings.reconcile_seconds,
+            webhook_url=settings.webhook_url,
+            webhook_secret=settings.webhook_secret,
+            timeout=settings.triton_timeout,
+        )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
+        if reconciler is not None:
+            reconciler.start()
         yield
+        if reconciler is not None:
+            reconciler.stop()
         # Shutdown: let each batcher finish its queued calls and stop its threads.
         with evaluators_lock:
             for evaluator in evaluators.values():
@@ -175,6 +204,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.control = TritonControl(settings.triton_url, timeout=settings.triton_timeout)
     app.state.discounts = ServedDiscounts(app.state.control)
+    app.state.reconciler = reconciler
     stats_cache: dict[str, tuple[float, dict]] = {}
 
     def evaluator_for(game_name: str):
@@ -267,8 +297,10 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception):
         metrics.errors.labels("internal").inc()
+        log.error("internal error on %s", request.url.path, exc_info=error)
         return JSONResponse(
-            {"detail": f"internal error: {type(error).__name__}: {error}"}, status_code=500
+            {"detail": f"internal error ({type(error).__name__}); the web app's log has it"},
+            status_code=500,
         )
 
     @app.get("/healthz", tags=["operations"])
@@ -296,6 +328,27 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/api/webhooks/mlflow", tags=["operations"], status_code=202)
+    async def mlflow_webhook(request: Request) -> dict:
+        """MLflow's registry webhook: a `champion` alias moved, so serving follows now
+        rather than at the next periodic pass. Deliveries must carry a valid
+        `X-MLflow-Signature` (HMAC-SHA256 with the shared secret); others get 401."""
+        from cartridge.serving.webhooks import BadSignature, game_of_event, verify
+
+        if not settings.webhook_secret or reconciler is None:
+            raise StarletteHTTPException(404, "webhooks are not enabled on this server")
+        body = await request.body()
+        try:
+            verify(settings.webhook_secret, request.headers, body)
+        except BadSignature as error:
+            metrics.errors.labels("bad_signature").inc()
+            raise StarletteHTTPException(401, f"refused: {error}") from None
+        game_name = game_of_event(body)
+        metrics.webhooks.labels(game_name or "").inc()
+        if game_name is not None:
+            reconciler.trigger(game_name)
+        return {"accepted": True, "game": game_name}
 
     @app.get("/api/games", tags=["games"])
     def games() -> dict:
@@ -326,7 +379,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
                 discount = app.state.discounts.get(request.game)
                 reply = bot.reply(request.game, request.moves, request.level, evaluator, discount)
                 break
-            except TritonUnavailable as error:
+            except (TritonUnavailable, TimeoutError) as error:
                 raise ServiceUnavailable("triton", f"Triton is not reachable: {error}") from error
             except ModelUnavailable as error:
                 if attempt == 2:
@@ -351,6 +404,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         lineage = ask_mlflow(champion_lineage, game, ui)
         if lineage is not None:
             lineage["triton"] = _triton_state(app.state.control, game)
+            # The registry's champion and what Triton serves can differ for a moment
+            # (until the next reconcile pass) or for good (a refused version).
+            lineage["in_sync"] = lineage["triton"]["version"] == lineage["version"]
         return {"game": game, "champion": lineage}
 
     @app.get("/api/stats/{game}", tags=["model"])

@@ -41,7 +41,13 @@ class WebMetrics:
         self.errors = Counter(
             "cartridge_errors",
             "Requests that failed, by kind (bad_request, triton_unavailable, "
-            "mlflow_unavailable, no_champion, internal).",
+            "mlflow_unavailable, no_champion, bad_signature, internal).",
             ["kind"],
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "cartridge_webhook_deliveries",
+            "MLflow webhook deliveries accepted, by the game they concern ('' for none).",
+            ["game"],
             registry=self.registry,
         )
