@@ -157,3 +157,61 @@ def test_webhook_deliveries_must_be_signed(stack_env):
     good = {**headers, "X-MLflow-Signature": sign(secret, delivery, stamp, body)}
     accepted = requests.post(url, data=body, headers=good, timeout=5)
     assert accepted.status_code == 202 and accepted.json() == {"accepted": True, "game": None}
+
+
+def test_the_reconciler_runs_as_a_service_of_its_own(stack_env, champion, tmp_path):
+    """`cartridge reconcile --serve`, as the cluster's reconciler Deployment runs it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    client, first = champion
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = "reconciler-test-secret"
+    env = {
+        **os.environ,
+        "CARTRIDGE_RECONCILE_SECONDS": "600",  # the first pass, then only on webhooks
+        "CARTRIDGE_WEBHOOK_SECRET": secret,
+    }
+    env.pop("CARTRIDGE_WEBHOOK_URL", None)  # MLflow's webhook stays the web app's
+    log = (tmp_path / "reconciler.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cartridge", "reconcile", "--serve", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "reconciler.log").read_text()
+            try:
+                serving = requests.get(f"{url}/api/serving", timeout=2).json()
+                if GAME in serving:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "no first pass"
+            time.sleep(0.5)
+        assert serving[GAME]["champion"] == first and serving[GAME]["served"] == first
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        body = json.dumps(
+            {"entity": "model_version_alias", "action": "created", "data": {"name": NAME}}
+        ).encode()
+        delivery, stamp = str(uuid.uuid4()), str(int(time.time()))
+        headers = {
+            "X-MLflow-Delivery-Id": delivery,
+            "X-MLflow-Timestamp": stamp,
+            "X-MLflow-Signature": sign(secret, delivery, stamp, body),
+        }
+        accepted = requests.post(f"{url}/api/webhooks/mlflow", data=body, headers=headers)
+        assert accepted.status_code == 202 and accepted.json()["game"] == GAME
+        assert requests.get(f"{url}/api/move", timeout=5).status_code == 404  # no game API
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

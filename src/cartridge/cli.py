@@ -402,11 +402,33 @@ def reconcile_command(
         float, typer.Option(min=0, help="Repeat every N seconds until stopped (0: one pass).")
     ] = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
+    serve: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Run as a service on this port instead: passes every "
+            "CARTRIDGE_RECONCILE_SECONDS (30), MLflow's webhook route, /healthz, /metrics.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind with --serve.")] = "127.0.0.1",
     as_json: JsonFlag = False,
 ):
     """Make Triton serve what the registry's `champion` aliases name: publish, withdraw,
     load or unload, as needed (what the web app does every 30 s and on MLflow webhooks)."""
     import time
+
+    if serve is not None:
+        import uvicorn
+
+        uvicorn.run(
+            "cartridge.web.app:create_reconciler_app",
+            factory=True,
+            host=host,
+            port=serve,
+            log_level="info",
+        )
+        return
 
     from cartridge.serving.reconcile import reconcile
     from cartridge.serving.triton import TritonControl, triton_url

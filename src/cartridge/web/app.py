@@ -168,18 +168,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     evaluators: dict[str, object] = {}
     evaluators_lock = threading.Lock()
 
-    reconciler = None
-    if settings.reconcile_seconds and settings.tracking_uri:
-        from cartridge.serving.reconcile import Reconciler
-
-        reconciler = Reconciler(
-            settings.tracking_uri,
-            settings.triton_url,
-            period=settings.reconcile_seconds,
-            webhook_url=settings.webhook_url,
-            webhook_secret=settings.webhook_secret,
-            timeout=settings.triton_timeout,
-        )
+    reconciler = make_reconciler(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -329,26 +318,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/api/webhooks/mlflow", tags=["operations"], status_code=202)
-    async def mlflow_webhook(request: Request) -> dict:
-        """MLflow's registry webhook: a `champion` alias moved, so serving follows now
-        rather than at the next periodic pass. Deliveries must carry a valid
-        `X-MLflow-Signature` (HMAC-SHA256 with the shared secret); others get 401."""
-        from cartridge.serving.webhooks import BadSignature, game_of_event, verify
-
-        if not settings.webhook_secret or reconciler is None:
-            raise StarletteHTTPException(404, "webhooks are not enabled on this server")
-        body = await request.body()
-        try:
-            verify(settings.webhook_secret, request.headers, body)
-        except BadSignature as error:
-            metrics.errors.labels("bad_signature").inc()
-            raise StarletteHTTPException(401, f"refused: {error}") from None
-        game_name = game_of_event(body)
-        metrics.webhooks.labels(game_name or "").inc()
-        if game_name is not None:
-            reconciler.trigger(game_name)
-        return {"accepted": True, "game": game_name}
+    add_webhook_route(app, settings, reconciler, metrics)
 
     @app.get("/api/games", tags=["games"])
     def games() -> dict:
@@ -423,6 +393,90 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def make_reconciler(settings: WebSettings):
+    """The reconciler these settings ask for, or None (no period, or no MLflow)."""
+    if not (settings.reconcile_seconds and settings.tracking_uri):
+        return None
+    from cartridge.serving.reconcile import Reconciler
+
+    return Reconciler(
+        settings.tracking_uri,
+        settings.triton_url,
+        period=settings.reconcile_seconds,
+        webhook_url=settings.webhook_url,
+        webhook_secret=settings.webhook_secret,
+        timeout=settings.triton_timeout,
+    )
+
+
+def add_webhook_route(app: FastAPI, settings: WebSettings, reconciler, metrics) -> None:
+    """POST /api/webhooks/mlflow, answered by the web app and the reconciler alike."""
+
+    @app.post("/api/webhooks/mlflow", tags=["operations"], status_code=202)
+    async def mlflow_webhook(request: Request) -> dict:
+        """MLflow's registry webhook: a `champion` alias moved, so serving follows now
+        rather than at the next periodic pass. Deliveries must carry a valid
+        `X-MLflow-Signature` (HMAC-SHA256 with the shared secret); others get 401."""
+        from cartridge.serving.webhooks import BadSignature, game_of_event, verify
+
+        if not settings.webhook_secret or reconciler is None:
+            raise StarletteHTTPException(404, "webhooks are not enabled on this server")
+        body = await request.body()
+        try:
+            verify(settings.webhook_secret, request.headers, body)
+        except BadSignature as error:
+            metrics.errors.labels("bad_signature").inc()
+            raise StarletteHTTPException(401, f"refused: {error}") from None
+        game_name = game_of_event(body)
+        metrics.webhooks.labels(game_name or "").inc()
+        if game_name is not None:
+            reconciler.trigger(game_name)
+        return {"accepted": True, "game": game_name}
+
+
+def create_reconciler_app(settings: WebSettings | None = None) -> FastAPI:
+    """The reconciler on its own (`cartridge reconcile --serve`), as a cluster runs it:
+    its passes, the webhook route, health and metrics, and nothing of the game API."""
+    settings = settings or WebSettings.from_env()
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    reconciler = make_reconciler(settings)
+    if reconciler is None:
+        raise ValueError(
+            "the reconciler needs MLFLOW_TRACKING_URI and a CARTRIDGE_RECONCILE_SECONDS above 0"
+        )
+    metrics = WebMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        reconciler.start()
+        yield
+        reconciler.stop()
+
+    app = FastAPI(title="Cartridge reconciler", version=_version(), lifespan=lifespan)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        """The reconcile loop is running (liveness)."""
+        alive = reconciler.alive
+        body = {"status": "ok" if alive else "stopped"}
+        return JSONResponse(body, status_code=200 if alive else 503)
+
+    @app.get("/api/serving", tags=["operations"])
+    def serving() -> dict:
+        """Each game's latest pass: the registry's champion, what Triton serves, why not."""
+        return {game: outcome.model_dump() for game, outcome in sorted(reconciler.last.items())}
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    add_webhook_route(app, settings, reconciler, metrics)
     return app
 
 
