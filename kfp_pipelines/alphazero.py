@@ -133,6 +133,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         print(f"challenger {challenger}")
         return loop.arena_step(
             game,
+            challenger,
             settings=GateSettings.from_parameters(settings),
             endpoints=Endpoints.from_parameters(endpoints),
             seed=seed,

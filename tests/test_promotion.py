@@ -9,7 +9,7 @@ from cartridge.arena.gate import GateDecision, SolverComparison, decide, sprt_ll
 from cartridge.arena.stats import summarize
 from cartridge.games import load
 from cartridge.networks import build_network, export_onnx
-from cartridge.promotion import promote, record_arena, rollback
+from cartridge.promotion import ChampionMoved, promote, record_arena, rollback
 from cartridge.serving.triton import TritonControl
 from cartridge.settings import GateSettings
 from cartridge.tracking import log_and_register, use_tracking
@@ -202,3 +202,38 @@ def test_gate_command_promotes_the_first_challenger_that_beats_random(stack_env)
     )
     othello = runner.invoke(app, ["gate", "--game", "othello", "--solver-z", "2"])
     assert othello.exit_code == 2 and "which othello does not have" in othello.output
+
+
+def test_two_runs_racing_to_promote_one_is_refused(stack_env):
+    """Two runs' gates both played v1; the first promotes its challenger, so the second
+    verdict no longer holds and the second promotion changes nothing."""
+    from cartridge.arena.gate import GateDecision
+    from cartridge.loop import promote_step
+    from cartridge.settings import Endpoints
+
+    game = load("othello")
+    client = use_tracking(stack_env.mlflow_url)
+    fresh_served_model(client, stack_env, "othello")
+    first = _register(client, game, 1)
+    promote(client, "othello", first)
+    second, third = _register(client, game, 2), _register(client, game, 3)
+    played_first = GateDecision(promote=True, reason="won", champion=first)
+    for challenger in (second, third):
+        record_arena(client, "othello", challenger, None, played_first)
+    endpoints = Endpoints(
+        mlflow_tracking_uri=stack_env.mlflow_url,
+        s3_endpoint=stack_env.s3_url,
+        triton_url=stack_env.triton_url,
+    )
+    uri = "models:/cartridge-othello/{}".format
+    assert promote_step("othello", uri(second), endpoints=endpoints) == uri(second)
+    assert promote_step("othello", uri(third), endpoints=endpoints) == uri(second)  # refused
+    champion = client.get_model_version_by_alias("cartridge-othello", "champion")
+    assert champion.version == second
+    assert client.get_model_version_by_alias("cartridge-othello", "previous").version == first
+    with pytest.raises(ChampionMoved, match=f"against v{first}, but the champion is now"):
+        promote(client, "othello", third, gated=True)
+    # A version the gate never judged is not promoted on a gate's say either.
+    fourth = _register(client, game, 4)
+    with pytest.raises(ValueError, match="no gate verdict"):
+        promote(client, "othello", fourth, gated=True)

@@ -169,3 +169,48 @@ def test_reply_plays_a_legal_move_and_leaves_finished_games_alone(onnx_models):
     assert bot.reply("tictactoe", [0, 3, 1, 4], 200, evaluator).value > 0.9
     discounted = bot.reply("tictactoe", [0, 3, 1, 4], 200, evaluator, value_discount=0.5)
     assert discounted.bot_move == 2 and 0.4 < discounted.value < 0.55
+
+
+def test_the_readme_kserve_request_answers_with_policy_and_value(
+    served_champions, local_stack, stack_env
+):
+    """The README's curl example, run as written against the session's Triton."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- kserve-example -->", 1)[1]
+    command = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
+    assert "http://127.0.0.1:8000/" in command  # the local stack's default port
+    command = command.replace("http://127.0.0.1:8000", local_stack.triton_url)
+    answer = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True
+    )
+    reply = json.loads(answer.stdout)
+    outputs = {o["name"]: o for o in reply["outputs"]}
+    assert outputs["policy_logits"]["shape"] == [1, 9] and outputs["value"]["shape"] == [1, 1]
+    assert -1 <= outputs["value"]["data"][0] <= 1
+    assert reply["model_name"] == "cartridge_tictactoe"
+    assert reply["model_version"] == served_champions["tictactoe"]
+    # The same numbers as the model file gives for the same position.
+    game = load("tictactoe")
+    state = game.new_initial_state().apply(4).apply(0)
+    logits, value = make_evaluator(
+        str(_champion_file(local_stack, served_champions["tictactoe"])), game
+    ).evaluate(state.planes()[None])
+    np.testing.assert_allclose(outputs["policy_logits"]["data"], logits[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs["value"]["data"], value, rtol=1e-4, atol=1e-5)
+
+
+def _champion_file(stack, version):
+    """The served version's model.onnx, read back from the Triton repository."""
+    import tempfile
+    from pathlib import Path
+
+    from cartridge import storage
+
+    target = Path(tempfile.mkdtemp()) / "model.onnx"
+    return storage.download_file(
+        f"s3://{stack.bucket}/triton/cartridge_tictactoe/{version}/model.onnx", target
+    )

@@ -300,32 +300,44 @@ def checkpoint_of(
     )
 
 
-def arena_step(game_name: str, *, settings: GateSettings, endpoints: Endpoints, seed: int) -> bool:
-    """Challenger vs champion (vs random at first); the results become tags on the
-    challenger's version whatever the outcome. Returns whether the gate passed."""
+def arena_step(
+    game_name: str, challenger: str, *, settings: GateSettings, endpoints: Endpoints, seed: int
+) -> bool:
+    """The version `challenger` (this run's training output) vs the champion (vs random
+    at first); the results and the champion played become tags on the challenger's
+    version whatever the outcome. Returns whether the gate passed."""
     from cartridge.arena.gate import evaluate_challenger
     from cartridge.promotion import record_arena
 
     client = use_tracking(endpoints.mlflow_tracking_uri)
-    match, decision, version = evaluate_challenger(client, game_name, settings, seed)
+    match, decision, version = evaluate_challenger(
+        client, game_name, settings, seed, challenger=version_of(challenger)
+    )
     record_arena(client, game_name, version, match, decision)
     log.info("challenger v%s: %s", version, decision.reason)
     return decision.promote
 
 
 def promote_step(game_name: str, challenger: str, *, endpoints: Endpoints) -> str:
-    """Promote the challenger (the gate passed) and publish it to Triton; returns the
-    champion's URI."""
-    from cartridge.promotion import promote
+    """Promote the challenger the gate passed, if the champion is still the one the gate
+    played (another run or a person may have moved it since); returns the champion's
+    URI, the unchanged one when the promotion was refused."""
+    from cartridge.promotion import ChampionMoved, promote
 
     client = use_tracking(endpoints.mlflow_tracking_uri)
-    with storage.endpoint(endpoints.s3_endpoint):
-        result = promote(
-            client,
-            game_name,
-            champion_version(client, game_name, challenger),
-            triton_url=endpoints.triton_url,
-        )
+    try:
+        with storage.endpoint(endpoints.s3_endpoint):
+            result = promote(
+                client,
+                game_name,
+                champion_version(client, game_name, challenger),
+                triton_url=endpoints.triton_url,
+                gated=True,
+            )
+    except ChampionMoved as refused:
+        print(f"not promoted: {refused}")  # the step's log in the KFP UI
+        log.warning("%s", refused)
+        return version_uri(game_name, champion_version(client, game_name, ""))
     return version_uri(game_name, result.champion)
 
 

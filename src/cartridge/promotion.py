@@ -25,6 +25,11 @@ from cartridge.serving.reconcile import reconcile_game
 from cartridge.tracking import alias_version
 
 log = logging.getLogger(__name__)
+GATE_CHAMPION_TAG = "gate_champion"
+
+
+class ChampionMoved(ValueError):
+    """The champion is no longer the one the gate played: the verdict no longer holds."""
 
 
 class PromotionResult(BaseModel):
@@ -44,15 +49,31 @@ def promote(
     decision: GateDecision | None = None,
     repository: str | None = None,
     triton_url: str | None = None,
+    gated: bool = False,
 ) -> PromotionResult:
     """Make `version` (default: the challenger) the champion and publish it to Triton
-    (the one at `triton_url`, else CARTRIDGE_TRITON_URL's, if any)."""
+    (the one at `triton_url`, else CARTRIDGE_TRITON_URL's, if any).
+
+    `gated`: promote only if the champion is still the one the gate played against
+    `version` (its `gate_champion` tag), else ChampionMoved and nothing changes: another
+    run, or a person in the MLflow UI, moved it meanwhile. (MLflow has no atomic
+    compare-and-set of aliases; the check is made just before the move.)"""
     name = registered_model_name(game_name)
     version = str(version or alias_version(client, game_name, CHALLENGER) or "")
     if not version:
         raise ValueError(f"{name} has no version with alias {CHALLENGER!r} to promote")
-    client.get_model_version(name, version)  # fails clearly for a version that does not exist
+    found = client.get_model_version(name, version)  # fails clearly for an unknown version
     current = alias_version(client, game_name, CHAMPION)
+    if gated and current != version:
+        played = found.tags.get(GATE_CHAMPION_TAG)
+        if played is None:
+            raise ValueError(f"{name} v{version} has no gate verdict to promote on")
+        if (None if played == "none" else played) != current:
+            raise ChampionMoved(
+                f"{name}: the gate played v{version} against "
+                f"{'random' if played == 'none' else 'v' + played}, but the champion is now "
+                f"{'v' + current if current else 'none'}; nothing promoted"
+            )
     changed = current != version
     if changed:
         if current is not None:
@@ -148,6 +169,8 @@ def record_arena(
             tags["solver_result_fraction"] = f"{match.solver_result_fraction:.4f}"
     if decision is not None:
         tags["gate"] = decision.reason
+        # The champion this verdict is about; promotion checks it is still the champion.
+        tags[GATE_CHAMPION_TAG] = decision.champion or "none"
         if decision.solver is not None:
             tags["gate_solver_optimal_fraction"] = f"{decision.solver.challenger:.4f}"
             tags["gate_champion_solver_optimal_fraction"] = f"{decision.solver.champion:.4f}"

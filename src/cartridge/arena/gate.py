@@ -41,6 +41,7 @@ class GateDecision(BaseModel):
     reason: str
     llr: float | None = None
     solver: SolverComparison | None = None
+    champion: str | None = None  # the champion version the gate played (None: `random`)
 
 
 def _expected_score(elo: float) -> float:
@@ -116,10 +117,13 @@ def evaluate_challenger(
     gate: GateSettings,
     seed: int = 0,
     solver_positions: int = 200,
+    challenger: str | None = None,
 ) -> tuple[MatchResult | None, GateDecision, str]:
-    """Play the challenger against the champion (against `random` while there is none)
-    and apply the gate. Versions are pinned by number, so an alias moving mid-match
-    cannot change who plays. Returns (match, decision, challenger version); no match
+    """Play `challenger` (default: the version alias `challenger` names) against the
+    champion (against `random` while there is none) and apply the gate. Versions are
+    pinned by number, so an alias moving mid-match cannot change who plays, and the
+    decision names the champion it played (`GateDecision.champion`), for promotion to
+    check it is still the one. Returns (match, decision, challenger version); no match
     when the challenger already is the champion (a retried pipeline step)."""
     from cartridge.arena import make_player, play_match
     from cartridge.games import describe, load
@@ -129,14 +133,17 @@ def evaluate_challenger(
         require_solver(game_name, "the gate's solver check")
     game = load(game_name)
     name = registered_model_name(game_name)
-    challenger = alias_version(client, game_name, CHALLENGER)
+    challenger = challenger or alias_version(client, game_name, CHALLENGER)
     if challenger is None:
         raise ValueError(f"{name} has no version with alias {CHALLENGER!r} to evaluate")
+    client.get_model_version(name, challenger)  # fails clearly for a version that does not exist
     champion = alias_version(client, game_name, CHAMPION)
     if champion == challenger:
         return (
             None,
-            GateDecision(promote=False, reason="the challenger is already champion"),
+            GateDecision(
+                promote=False, reason="the challenger is already champion", champion=champion
+            ),
             challenger,
         )
     player1 = make_player(version_uri(game_name, challenger), game, gate.simulations, seed=seed)
@@ -150,7 +157,8 @@ def evaluate_challenger(
     solver = None
     if gate.solver_z and champion:
         solver = _compare_on_gate_positions(game, player1, player2, gate.solver_positions)
-    return match, decide(match, gate, solver), challenger
+    decision = decide(match, gate, solver).model_copy(update={"champion": champion})
+    return match, decision, challenger
 
 
 def _compare_on_gate_positions(game, challenger, champion, count: int) -> SolverComparison:

@@ -540,7 +540,7 @@ function renderLineage() {
     ['Gate', arena?.gate],
     ['Training run', champion.run_url ? externalLink(champion.run_url, 'Open in MLflow') : champion.run_id],
     ['Registry', champion.registry_url && externalLink(champion.registry_url, 'Model registry')],
-    ['Serving', triton && describeTriton(triton)],
+    ['Serving', triton && describeServing(champion)],
   ].filter(([, value]) => value != null && value !== false && value !== '');
 
   const parameters = Object.entries(champion.parameters ?? {});
@@ -559,9 +559,19 @@ function externalLink(href, text) {
   return h('a', { href, target: '_blank', rel: 'noopener noreferrer' }, text);
 }
 
-function describeTriton({ model, version, state: modelState }) {
+// What Triton serves against the registry's champion: the two differ for a moment after
+// an alias moves (until the reconciler's pass) or for good when a version was refused.
+function describeServing({ version: champion, triton, in_sync: inSync, serving_refused: refused }) {
+  const { model, version, state: modelState } = triton;
+  const served = `${model}${version ? ` v${version}` : ''} `;
+  if (refused) {
+    return [served, h('span', { class: 'badge badge--warn', title: refused }, `v${champion} refused`)];
+  }
+  if (inSync === false) {
+    return [served, h('span', { class: 'badge badge--warn' }, `updating to v${champion}`)];
+  }
   const badge = modelState === 'READY' ? 'badge--ok' : 'badge--warn';
-  return [`${model}${version ? ` v${version}` : ''} `, h('span', { class: `badge ${badge}` }, modelState ?? 'unknown')];
+  return [served, h('span', { class: `badge ${badge}` }, modelState ?? 'not loaded')];
 }
 
 function formatDate(iso) {
