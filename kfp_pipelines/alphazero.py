@@ -154,6 +154,39 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         return loop.keep_step(game, endpoints=Endpoints.from_parameters(endpoints))
 
     @component
+    def report(
+        game: str,
+        iteration: int,
+        challenger: str,
+        champion: str,
+        endpoints: dict,
+        pipeline_run_id: str,
+        metrics: dsl.Output[dsl.Metrics],
+        summary: dsl.Output[dsl.Markdown],
+        model: dsl.Output[dsl.Model],
+    ):
+        from cartridge import loop
+        from cartridge.settings import Endpoints
+
+        outcome = loop.iteration_report(
+            game,
+            iteration,
+            challenger,
+            champion,
+            endpoints=Endpoints.from_parameters(endpoints),
+            pipeline_run_id=pipeline_run_id,
+        )
+        for name, value in outcome.metrics.items():
+            metrics.log_metric(name, value)
+        with open(summary.path, "w") as handle:
+            handle.write(outcome.markdown)
+        # The weights stay in the registry: the artifact says where (its URI in the
+        # pipeline root is KFP's own, so the launcher can store it like any other).
+        model.metadata.update({"model_uri": outcome.model_uri, **outcome.model_metadata})
+        with open(model.path, "w") as handle:
+            handle.write(outcome.model_uri + "\n")
+
+    @component
     def finish(
         game: str, pipeline_run_id: str, endpoints: dict, status: dsl.PipelineTaskFinalStatus
     ):
@@ -176,6 +209,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         "arena": arena,
         "promote": promote,
         "keep": keep,
+        "report": report,
         "finish": finish,
     }
 
@@ -323,6 +357,18 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     hold = _with_credentials(ops["keep"](game=game, endpoints=endpoints))
                     hold.set_display_name(f"keep champion {i}").set_caching_options(False)
                 champion = dsl.OneOf(crown.output, hold.output)
+                # What the KFP UI shows of the iteration: metrics, a summary, the model.
+                summary = _with_credentials(
+                    ops["report"](
+                        game=game,
+                        iteration=i,
+                        challenger=learn.output,
+                        champion=champion,
+                        endpoints=endpoints,
+                        pipeline_run_id=run_id,
+                    )
+                )
+                summary.set_display_name(f"report {i}").set_caching_options(False)
 
     alphazero.__signature__ = inspect.Signature(
         [

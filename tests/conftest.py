@@ -39,14 +39,28 @@ def _ports_free(host, ports):
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    from pathlib import Path
+
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_stack_ports():
     """A block of 20 free ports: S3 and weed's helpers (15), MLflow, Triton's HTTP, gRPC
     and metrics, and the web app."""
     import random
 
     rng = random.Random()
+    # Below the kernel's ephemeral range: a port there can be taken at any moment as
+    # the local end of some outgoing connection (seen under load: a restarted Triton
+    # found its metrics port held by a client socket).
+    low, _ = _ephemeral_range()
     while True:
-        s3 = rng.randrange(20000, 60000, 20)
+        s3 = rng.randrange(10000, low - 20, 20)
         if _ports_free("127.0.0.1", range(s3, s3 + 20)):
             return {
                 "s3_port": s3,

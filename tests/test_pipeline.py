@@ -209,6 +209,22 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     )
     served = TritonControl(stack_env.triton_url).model_state("othello")
     assert (served.version, served.state) == (champion.version, "READY")
+    # What the KFP UI shows of each iteration: metrics, a Markdown summary, the model.
+    reports = sorted((tmp_path / "kfp").rglob("report*/executor_output.json"))
+    assert len(reports) == 2, sorted(str(p) for p in (tmp_path / "kfp").rglob("*"))[:50]
+    iterations = set()
+    for path in reports:
+        artifacts = json.loads(path.read_text())["artifacts"]
+        metrics = artifacts["metrics"]["artifacts"][0]["metadata"]
+        assert metrics["selfplay_games"] == 8  # two shards of four
+        assert metrics["train_loss"] > 0 and metrics["promoted"] in (0, 1)
+        assert {"arena_score", "arena_wins"} <= set(metrics)
+        model = artifacts["model"]["artifacts"][0]["metadata"]
+        assert model["model_uri"].startswith("models:/cartridge-othello/")
+        summary = next(path.parent.rglob("summary")).read_text()
+        assert "| self-play | 8 games" in summary
+        iterations.add(int(summary.split("iteration ", 1)[1].split(":", 1)[0]))
+    assert iterations == {1, 2}
 
 
 def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):

@@ -13,11 +13,12 @@ window is the game's last K iterations, whichever runs played them.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cartridge import storage
 from cartridge.names import CHALLENGER, CHAMPION, registered_model_name, version_of, version_uri
@@ -345,3 +346,104 @@ def keep_step(game_name: str, *, endpoints: Endpoints) -> str:
     """The gate failed: the champion stays; returns its URI ('' while there is none)."""
     client = use_tracking(endpoints.mlflow_tracking_uri)
     return version_uri(game_name, champion_version(client, game_name, ""))
+
+
+class IterationReport(BaseModel):
+    """One iteration as the KFP UI shows it: scalar metrics, a Markdown summary, and
+    the trained model's registry coordinates."""
+
+    metrics: dict[str, float]
+    markdown: str
+    model_uri: str
+    model_metadata: dict[str, str]
+
+
+def iteration_report(
+    game_name: str,
+    iteration: int,
+    challenger: str,
+    champion: str,
+    *,
+    endpoints: Endpoints,
+    pipeline_run_id: str,
+) -> IterationReport:
+    """What iteration `iteration` did: its self-play shards' games and results, the
+    training run's final losses, the arena's result on the challenger, and whether it
+    became champion. Read back from S3 and MLflow, where the steps wrote it."""
+    import json
+
+    client = use_tracking(endpoints.mlflow_tracking_uri)
+    version_number = version_of(challenger)
+    metrics: dict[str, float] = {}
+    with storage.endpoint(endpoints.s3_endpoint), tempfile.TemporaryDirectory() as workdir:
+        root = storage.join(
+            endpoints.replay_root, game_name, pipeline_run_id, f"iter-{iteration:06d}"
+        )
+        totals = dict.fromkeys(
+            ("games", "positions", "first_player_wins", "draws", "second_player_wins"), 0
+        )
+        for shard in storage.list_children(root):
+            local = storage.download_file(
+                storage.join(shard, "metadata.json"), Path(workdir) / "metadata.json"
+            )
+            metadata = json.loads(local.read_text())
+            for key in totals:
+                totals[key] += int(metadata[key])
+        metrics.update({f"selfplay_{key}": float(value) for key, value in totals.items()})
+    version = client.get_model_version(registered_model_name(game_name), version_number)
+    run_id = version.run_id or version.tags.get("run_id") or ""
+    if run_id:
+        trained = client.get_run(run_id).data.metrics
+        for key in ("loss", "policy_loss", "value_loss"):
+            if key in trained:
+                metrics[f"train_{key}"] = float(trained[key])
+    tags = version.tags
+    for key in ("arena_score", "arena_wins", "arena_draws", "arena_losses", "arena_elo"):
+        if key in tags and math.isfinite(float(tags[key])):
+            metrics[key] = float(tags[key])
+    if "solver_optimal_fraction" in tags:
+        metrics["solver_optimal_fraction"] = float(tags["solver_optimal_fraction"])
+    promoted = version_of(champion) == version_number
+    metrics["promoted"] = 1.0 if promoted else 0.0
+    champion_number = version_of(champion)
+    rows = [
+        (
+            "self-play",
+            f"{totals['games']} games, {totals['positions']} positions "
+            f"(X {totals['first_player_wins']} / draw {totals['draws']} / "
+            f"O {totals['second_player_wins']})",
+        ),
+        (
+            "training",
+            ", ".join(
+                f"{k.removeprefix('train_')} {v:.4f}"
+                for k, v in metrics.items()
+                if k.startswith("train_")
+            )
+            or "-",
+        ),
+        ("arena", tags.get("gate", "-")),
+        ("champion", f"v{champion_number}" if champion_number else "none yet"),
+    ]
+    markdown = "\n".join(
+        [
+            f"### {game_name}, iteration {iteration}: challenger v{version_number} "
+            f"{'promoted' if promoted else 'kept out'}",
+            "",
+            "| step | outcome |",
+            "| --- | --- |",
+            *[f"| {step} | {text.replace('|', '/')} |" for step, text in rows],
+        ]
+    )
+    return IterationReport(
+        metrics=metrics,
+        markdown=markdown,
+        model_uri=challenger,
+        model_metadata={
+            "registered_model": registered_model_name(game_name),
+            "registry_version": version_number or "",
+            "mlflow_run_id": run_id,
+            "promoted": str(promoted).lower(),
+            "champion_version": champion_number or "",
+        },
+    )
