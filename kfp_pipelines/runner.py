@@ -52,6 +52,54 @@ def run_local(arguments: dict, iterations: int, pipeline_root: Path) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def run_local_logged(
+    arguments: dict, iterations: int, pipeline_root: Path, log_path: Path, report
+) -> None:
+    """`run_local` with kfp.local's own output (hundreds of lines an iteration, its
+    components' included) sent to `log_path`, while `report(console)` is called every
+    two seconds with a console on the terminal, for progress worth reading."""
+    import os
+    import sys
+    import threading
+
+    from rich.console import Console
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    console = Console(file=terminal, highlight=False)
+    saved = [os.dup(1), os.dup(2)]
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(2.0):
+            try:
+                report(console)
+            except Exception as error:  # progress must never stop the run
+                console.print(f"(progress unavailable: {error})")
+
+    with open(log_path, "w") as log:
+        # At the descriptor level, so the component subprocesses write there too.
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        poller = threading.Thread(target=poll, name="pipeline-progress", daemon=True)
+        poller.start()
+        try:
+            run_local(arguments, iterations, pipeline_root)
+        finally:
+            done.set()
+            poller.join(timeout=30)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for descriptor in saved:
+                os.close(descriptor)
+    report(console)
+    terminal.close()
+
+
 def _interrupt(signum, _frame) -> None:
     """SIGTERM (a `kill`, a closing terminal) stops a local run the way Ctrl-C does.
     Ctrl-C reaches the running step's process too (one process group); a SIGTERM sent

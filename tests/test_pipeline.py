@@ -369,3 +369,26 @@ def test_network_size_applies_to_resnet_games_only(compiled):
         "fast_simulations",
         "td_steps",
     } <= set(parameters)
+
+
+def test_pipeline_run_prints_progress_and_keeps_kfp_logs_in_a_file(stack_env, isolated_home):
+    """`cartridge pipeline run --local` shows what `make demo` shows (training steps and
+    losses, the arena's verdict), not kfp.local's hundreds of lines, which go to a file."""
+    import os
+
+    command = [
+        sys.executable, "-m", "cartridge", "pipeline", "run", "--local", "--game", "tictactoe",
+        "--iterations", "1", "--shards", "1", "--games-per-shard", "8", "--sims", "16",
+        "--train-steps", "40", "--batch-size", "32", "--arena-games", "4", "--arena-sims", "16",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, env=dict(os.environ), capture_output=True, text=True, timeout=600
+    )
+    shown = result.stdout + result.stderr
+    assert result.returncode == 0, shown[-3000:]
+    assert "training step 40/40" in shown and "arena v" in shown, shown
+    assert len(shown.strip().splitlines()) < 30, shown
+    logs = list((isolated_home / "kfp" / "logs").glob("run-*.log"))
+    assert len(logs) == 1 and logs[0].name in shown
+    full = logs[0].read_text()
+    assert len(full.splitlines()) > 100 and "finished with status" in full

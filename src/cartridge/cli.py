@@ -864,10 +864,18 @@ def pipeline_run(
     iterations: IterationsOption = 3,
     shards: ShardsOption = 2,
     seed: int = 0,
+    verbose: Annotated[
+        bool, typer.Option(help="kfp.local's own log on the terminal, not in a file.")
+    ] = False,
 ):
-    """Run the pipeline with kfp.local against the local stack (`cartridge stack up`)."""
+    """Run the pipeline with kfp.local against the local stack (`cartridge stack up`):
+    progress here, kfp.local's full log in a file (`--verbose`: all of it here)."""
+    import time
+
+    from cartridge.run_progress import PipelineProgress
     from cartridge.settings import Endpoints
-    from kfp_pipelines.runner import run_local
+    from cartridge.tracking import use_tracking
+    from kfp_pipelines.runner import run_local, run_local_logged
 
     if not local:
         raise ValueError("only --local runs here; use `cartridge pipeline submit` for a cluster")
@@ -888,7 +896,27 @@ def pipeline_run(
     arguments = _pipeline_arguments(
         game, shards, seed, endpoints, selfplay=selfplay, training=training, gate=gate
     )
-    run_local(arguments, iterations, stack.home / "kfp")
+    if verbose:
+        run_local(arguments, iterations, stack.home / "kfp")
+    else:
+        log_path = stack.home / "kfp" / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        typer.echo(f"kfp.local log: {log_path}")
+        progress = PipelineProgress(
+            use_tracking(endpoints.mlflow_tracking_uri),
+            game.value,
+            int(time.time() * 1000),
+            training.steps,
+            err_console,
+        )
+
+        def report(console):
+            progress.console = console
+            progress.poll()
+
+        try:
+            run_local_logged(arguments, iterations, stack.home / "kfp", log_path, report)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error} (see {log_path})") from None
     typer.echo(f"pipeline finished; MLflow: {endpoints.mlflow_tracking_uri}")
 
 

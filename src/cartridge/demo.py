@@ -15,11 +15,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from cartridge.names import CHAMPION, experiment_name, registered_model_name, version_uri
+from cartridge.names import CHAMPION, version_uri
+from cartridge.run_progress import PipelineProgress
 from cartridge.stack import StackConfig, client_environment, up
 from cartridge.tracking import alias_version
 
@@ -52,54 +52,6 @@ class DemoResult:
     seconds: float
 
 
-class _Progress:
-    """Prints what changed in MLflow since the last poll."""
-
-    def __init__(self, client: MlflowClient, game: str, since_ms: int, steps: int):
-        self.client, self.game, self.since_ms, self.steps = client, game, since_ms, steps
-        self.seen: dict[str, str] = {}
-
-    def poll(self) -> None:
-        experiment = self.client.get_experiment_by_name(experiment_name(self.game))
-        if experiment is None:
-            return
-        runs = self.client.search_runs(
-            [experiment.experiment_id],
-            f"attributes.start_time >= {self.since_ms}",
-            order_by=["attributes.start_time ASC"],
-        )
-        for run in runs:
-            if run.data.tags.get("kind") == "pipeline":
-                continue
-            iteration = run.data.tags.get("iteration", "?")
-            history = self.client.get_metric_history(run.info.run_id, "loss")
-            step = max((m.step for m in history), default=0)
-            loss = run.data.metrics.get("loss")
-            state = f"{run.info.status}:{step}"
-            if self.seen.get(run.info.run_id) != state:
-                self.seen[run.info.run_id] = state
-                loss_text = f", loss {loss:.3f}" if loss is not None else ""
-                console.print(
-                    f"  iteration {iteration}: training step {step}/{self.steps}"
-                    f"{loss_text} ({run.info.status.lower()})"
-                )
-        name = registered_model_name(self.game)
-        try:
-            versions = self.client.search_model_versions(f"name='{name}'")
-        except MlflowException:
-            return
-        for version in versions:
-            gate = version.tags.get("gate")
-            key = f"gate:{version.version}"
-            if gate and int(version.creation_timestamp) >= self.since_ms and key not in self.seen:
-                self.seen[key] = gate
-                console.print(
-                    f"  arena v{version.version} vs {version.tags.get('arena_opponent')}"
-                    f": {version.tags.get('arena_wins')}W {version.tags.get('arena_draws')}D"
-                    f" {version.tags.get('arena_losses')}L; {gate}"
-                )
-
-
 def _champion(client: MlflowClient, game: str) -> str | None:
     return alias_version(client, game, CHAMPION)
 
@@ -127,7 +79,9 @@ def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
             f"iterations of {settings.shards}x{settings.games_per_shard} self-play "
             f"games, {settings.train_steps} training steps (log: {log_path})"
         )
-        progress = _Progress(client, settings.game, int(time.time() * 1000), settings.train_steps)
+        progress = PipelineProgress(
+            client, settings.game, int(time.time() * 1000), settings.train_steps, console
+        )
         command = [
             sys.executable,
             "-m",
@@ -135,6 +89,7 @@ def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
             "pipeline",
             "run",
             "--local",
+            "--verbose",  # the whole kfp.local log into this run's log file
             "--game",
             settings.game,
             "--iterations",
