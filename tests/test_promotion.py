@@ -109,6 +109,14 @@ def test_promotion_and_rollback_on_the_stack(stack_env):
     assert triton.value_discount("othello") == 0.95
     tags = client.get_model_version("cartridge-othello", first).tags
     assert tags["arena_wins"] == "9" and tags["arena_opponent"] == "random" and "gate" in tags
+    # What the MLflow UI shows: a description of the model, one line per judged version,
+    # and the arena's result as metrics of the training run (chartable, not only text).
+    described = client.get_registered_model("cartridge-othello").description
+    assert "Othello" in described and "`planes` float32 [batch, 2, 8, 8]" in described
+    version = client.get_model_version("cartridge-othello", first)
+    assert version.description.startswith("passed the gate against random: 9W 0D 1L")
+    metrics = client.get_run(version.run_id).data.metrics
+    assert metrics["arena_wins"] == 9 and metrics["arena_score"] == pytest.approx(0.9)
 
     second = _register(client, game, 2)
     result = promote(client, "othello", repository=repository)  # the challenger by default

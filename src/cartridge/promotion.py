@@ -178,3 +178,50 @@ def record_arena(
     name = registered_model_name(game_name)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    if decision is not None:  # the registry UI's one line on this version
+        client.update_model_version(name, version, description=_verdict_line(match, decision))
+    if match is not None:
+        _log_arena_metrics(client, game_name, version, match)
+
+
+def _verdict_line(match: MatchResult | None, decision: GateDecision) -> str:
+    verdict = "passed the gate" if decision.promote else "kept out by the gate"
+    if match is None:
+        return f"{verdict}: {decision.reason}"
+    return (
+        f"{verdict} against {match.player2}: {match.wins}W {match.draws}D {match.losses}L, "
+        f"score {match.score:.3f}; {decision.reason}"
+    )
+
+
+def _log_arena_metrics(
+    client: MlflowClient, game_name: str, version: str, match: MatchResult
+) -> None:
+    """The arena result as metrics of the training run that made the version, so MLflow
+    can chart and compare them across runs (tags are text only)."""
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    found = client.get_model_version(registered_model_name(game_name), version)
+    run_id = found.run_id or found.tags.get("run_id")
+    if not run_id:
+        return
+    values = {
+        "arena_score": match.score,
+        "arena_games": match.games,
+        "arena_wins": match.wins,
+        "arena_draws": match.draws,
+        "arena_losses": match.losses,
+        "arena_elo": match.elo_diff,
+        "solver_optimal_fraction": match.solver_optimal_fraction,
+        "solver_result_fraction": match.solver_result_fraction,
+    }
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), now, 0)
+        for key, value in values.items()
+        if value is not None and math.isfinite(float(value))
+    ]
+    client.log_batch(run_id, metrics=metrics)

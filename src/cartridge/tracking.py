@@ -122,9 +122,29 @@ def log_and_register(
     name = registered_model_name(game.name)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
+    registered = client.get_registered_model(name)
+    if not registered.description:
+        client.update_registered_model(name, description=model_description(game))
     # As text, as the registry's REST API and every `models:/name/N` URI have it (the
     # embedded SQLite store hands back an int).
     return info.model_uri, str(version.version)
+
+
+def model_description(game: Game) -> str:
+    """What a registered model is, for the MLflow registry UI."""
+    from cartridge.games import describe
+    from cartridge.names import triton_model_name
+
+    channels, height, width = game.planes_shape
+    return (
+        f"AlphaZero policy-value network for {describe(game.name).title}, trained by "
+        f"Cartridge's pipeline. ONNX: `{INPUT_NAME}` float32 [batch, {channels}, {height}, "
+        f"{width}] (the side to move's stones, then the opponent's) -> `{OUTPUT_NAMES[0]}` "
+        f"[batch, {game.num_actions}] and `{OUTPUT_NAMES[1]}` [batch] in [-1, 1] for the "
+        f"side to move. Alias `challenger`: newest trained; `champion`: served by Triton "
+        f"as `{triton_model_name(game.name)}` (it follows the alias); `previous`: the "
+        "rollback target. Version tags carry the lineage and arena results."
+    )
 
 
 def fetch_onnx(model_uri: str, directory: Path) -> Path:
