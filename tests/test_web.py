@@ -154,6 +154,9 @@ def test_lineage_and_stats_come_from_mlflow(web, local_stack, served_champions):
     steps = [step for step, _ in stats["training"]["loss"]]
     assert steps == sorted(steps)
     assert any(a["version"] == version and a["champion"] for a in stats["arena"])
+    # The version's rating over every stored arena game: 18 of 20 against random.
+    rating = next(r for r in stats["ratings"] if r["version"] == version)
+    assert rating["low"] < rating["elo"] < rating["high"] and rating["elo"] > 200
     assert requests.get(f"{web}/api/stats/go", timeout=5).status_code == 422
 
 

@@ -218,6 +218,11 @@ def _log_arena_metrics(
         "solver_optimal_fraction": match.solver_optimal_fraction,
         "solver_result_fraction": match.solver_result_fraction,
     }
+    from cartridge.arena.ratings import registry_ratings, version_player
+
+    rating = registry_ratings(client, game_name).get(version_player(version))
+    if rating is not None:  # over every arena game stored for the game, `random` = 0
+        values.update({"rating": rating.elo, "rating_low": rating.low, "rating_high": rating.high})
     now = int(time.time() * 1000)
     metrics = [
         Metric(key, float(value), now, 0)

@@ -107,4 +107,21 @@ def training_stats(client: MlflowClient, game_name: str) -> dict:
                 }
             )
     arena.sort(key=lambda item: int(item["version"]))
-    return {"game": game_name, "training": training, "arena": arena}
+    return {
+        "game": game_name,
+        "training": training,
+        "arena": arena,
+        "ratings": _ratings(client, game_name),
+    }
+
+
+def _ratings(client: MlflowClient, game_name: str) -> list[dict]:
+    """Every rated version's Bradley-Terry rating (`random` = 0) with its interval."""
+    from cartridge.arena.ratings import registry_ratings
+
+    rated = registry_ratings(client, game_name)
+    versions = [r for name, r in rated.items() if name.startswith("v") and name[1:].isdigit()]
+    return [
+        {"version": r.player[1:], "elo": r.elo, "low": r.low, "high": r.high, "games": r.games}
+        for r in sorted(versions, key=lambda r: int(r.player[1:]))
+    ]

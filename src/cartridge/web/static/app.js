@@ -589,6 +589,9 @@ function renderCharts(stats) {
   const arenaPoints = (key) => arena
     .map((entry, index) => [Number(entry.version) || index + 1, entry[key], entry.champion])
     .filter(([, value]) => value != null);
+  const champions = new Set(arena.filter((entry) => entry.champion).map((entry) => entry.version));
+  const ratingPoints = (key) => (stats.ratings ?? [])
+    .map((entry) => [Number(entry.version), entry[key], champions.has(entry.version)]);
   setChildren(
     ui.charts,
     lineChart({
@@ -608,7 +611,17 @@ function renderCharts(stats) {
         { label: 'solver-optimal share', points: arenaPoints('solver_optimal_fraction') },
       ],
     }),
-    lineChart({ title: 'Elo', xLabel: 'model version', series: [{ label: 'Elo', points: arenaPoints('elo') }] }),
+    // Ratings fitted over every stored arena game (random = 0), with 95% intervals;
+    // a gate match's own Elo only says how the challenger did against its opponent.
+    lineChart({
+      title: 'Rating (Elo, random = 0)',
+      xLabel: 'model version',
+      series: [
+        { label: 'rating', points: ratingPoints('elo') },
+        { label: '95% low', points: ratingPoints('low') },
+        { label: '95% high', points: ratingPoints('high') },
+      ],
+    }),
     arena.length > 0 && h('p', { class: 'muted' }, 'Ringed points are models that became champion.'),
   );
 }

@@ -1,0 +1,53 @@
+"""Bradley-Terry ratings over every stored arena game, anchored at `random` = 0."""
+
+import math
+
+import pytest
+
+from cartridge.arena.ratings import PairResult, fit_ratings
+
+
+def elo_of(score: float) -> float:
+    return 400 * math.log10(score / (1 - score))
+
+
+def test_one_long_match_gives_the_elo_of_its_score():
+    rated = fit_ratings([PairResult("v1", "random", wins=760, draws=0, games=1000)])
+    assert rated["random"].elo == 0
+    # The prior's one virtual draw moves 1,000 games' score by a hair.
+    assert rated["v1"].elo == pytest.approx(elo_of(760.5 / 1001), abs=0.01)
+    assert rated["v1"].low < rated["v1"].elo < rated["v1"].high
+    assert 40 < rated["v1"].high - rated["v1"].low < 60  # +-1.96 standard errors
+    assert rated["v1"].games == 1000
+
+
+def test_ratings_chain_through_every_match_and_draws_count_half():
+    rated = fit_ratings(
+        [
+            PairResult("v1", "random", wins=7600, draws=0, games=10000),
+            PairResult("v2", "v1", wins=5400, draws=2000, games=10000),  # scores 0.64
+        ]
+    )
+    assert rated["v2"].elo - rated["v1"].elo == pytest.approx(elo_of(0.64), abs=3)
+
+
+def test_a_challenger_that_drew_every_game_rates_as_its_opponent_not_zero():
+    """A gate match's Elo alone says 0 for all draws; over every game, the challenger
+    sits where the champion it drew sits."""
+    rated = fit_ratings(
+        [
+            PairResult("v1", "random", wins=40, draws=0, games=40),
+            PairResult("v2", "v1", wins=0, draws=40, games=40),
+        ]
+    )
+    assert math.isfinite(rated["v1"].elo) and rated["v1"].elo > 300
+    assert rated["v2"].elo == pytest.approx(rated["v1"].elo, abs=60)
+    assert rated["v2"].elo > 250
+
+
+def test_bad_results_are_refused():
+    with pytest.raises(ValueError, match="cannot play itself"):
+        fit_ratings([PairResult("v1", "v1", 1, 0, 2)])
+    with pytest.raises(ValueError, match="impossible result"):
+        fit_ratings([PairResult("v1", "random", 3, 0, 2)])
+    assert fit_ratings([]) == {}
