@@ -291,6 +291,11 @@ def test_train_from_a_replay_window_prints_json(embedded_env, tmp_path):
     run = use_tracking(f"sqlite:///{embedded_env / 'mlflow.db'}").get_run(report["run_id"])
     assert "iter-000001" not in run.data.tags["shards"]
     assert "iter-000002" in run.data.tags["shards"] and "iter-000003" in run.data.tags["shards"]
+    # The window is the run's MLflow dataset input, as the MLflow UI shows inputs.
+    [window] = run.inputs.dataset_inputs
+    assert window.dataset.name == "tictactoe-replay-window"
+    assert json.loads(window.dataset.source) == {"uri": root.resolve().as_uri()}
+    assert {tag.key: tag.value for tag in window.tags}["shards"] == "2"
 
 
 def test_bench_train_json():

@@ -197,6 +197,9 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     assert (config["search_value_weight"], config["random_opening_plies"]) == (0.5, 4)
     assert config["td_steps"] == 3
     second = next(r for r in children if r.data.tags["iteration"] == "2")
+    [window] = client.get_run(second.info.run_id).inputs.dataset_inputs
+    source = json.loads(window.dataset.source)["uri"]
+    assert source.startswith(f"s3://{stack_env.bucket}/replay/othello")
     first = next(r for r in children if r.data.tags["iteration"] == "1")
     first_version = client.search_model_versions(f"run_id = '{first.info.run_id}'")[0]
     # Training goes on from the newest model (the default `train_from`).

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import cartridge
+from cartridge import storage
 from cartridge.evaluators.onnx_model import OnnxEvaluator
 from cartridge.evaluators.torch_model import TorchEvaluator
 from cartridge.games import load
@@ -245,6 +246,33 @@ def _flat_params(config: TrainConfig, shard_count: int) -> dict:
     return params
 
 
+def log_replay_window(game_name: str, shards: list[str], positions: int) -> None:
+    """The replay window as the active run's MLflow dataset input (context `training`):
+    where the shards live, how many, and a digest of which (shards are immutable, so
+    their locations identify the data)."""
+    import hashlib
+    import os
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    if storage.is_s3(shards[0]):
+        root = os.path.commonprefix([s.rstrip("/") + "/" for s in shards]).rsplit("/", 1)[0]
+    else:
+        root = Path(os.path.commonpath([str(Path(s).resolve()) for s in shards])).as_uri()
+    digest = hashlib.sha256("\n".join(sorted(shards)).encode()).hexdigest()[:16]
+    with warnings.catch_warnings():  # a file:// URI matches MLflow's local source twice
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(root)
+    dataset = MetaDataset(source, name=f"{game_name}-replay-window", digest=digest)
+    mlflow.log_input(
+        dataset,
+        context="training",
+        tags={"shards": str(len(shards)), "positions": str(positions)},
+    )
+
+
 def _train_run(
     config,
     game,
@@ -260,6 +288,8 @@ def _train_run(
     on_step,
 ) -> TrainResult:
     data = load_replay(shards, game.name)
+    if not saved:  # a resumed run logged its window when it began
+        log_replay_window(game.name, shards, len(data))
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     model = build_network(game, network)
