@@ -379,10 +379,13 @@ def test_pipeline_run_prints_progress_and_keeps_kfp_logs_in_a_file(stack_env, is
     losses, the arena's verdict), not kfp.local's hundreds of lines, which go to a file."""
     import os
 
+    # A registry of its own: other tests register versions without a training checkpoint.
+    fresh_served_model(use_tracking(stack_env.mlflow_url), stack_env, "othello")
     command = [
-        sys.executable, "-m", "cartridge", "pipeline", "run", "--local", "--game", "tictactoe",
-        "--iterations", "1", "--shards", "1", "--games-per-shard", "8", "--sims", "16",
-        "--train-steps", "40", "--batch-size", "32", "--arena-games", "4", "--arena-sims", "16",
+        sys.executable, "-m", "cartridge", "pipeline", "run", "--local", "--game", "othello",
+        "--iterations", "1", "--shards", "1", "--games-per-shard", "4", "--sims", "8",
+        "--train-steps", "40", "--batch-size", "32", "--arena-games", "2", "--arena-sims", "8",
+        "--network-blocks", "1", "--network-channels", "8",
     ]  # fmt: skip
     result = subprocess.run(
         command, env=dict(os.environ), capture_output=True, text=True, timeout=600

@@ -550,3 +550,17 @@ def test_onnx_that_disagrees_with_torch_is_refused(onnx_models, shard_dirs):
     other = build_network(game)  # different weights, same shapes
     with pytest.raises(TrainingError, match="ONNX export disagrees with torch"):
         verify_onnx(other, path, game, data)
+
+
+def test_a_version_without_a_checkpoint_is_named_when_training_would_continue_from_it(
+    embedded_env, onnx_models, tmp_path
+):
+    from cartridge.loop import checkpoint_of
+    from cartridge.tracking import log_and_register
+
+    client = use_tracking(f"sqlite:///{tmp_path / 'hand.db'}")
+    mlflow.set_experiment("by-hand")
+    with mlflow.start_run():
+        _, version = log_and_register(client, onnx_models["tictactoe"][0], load("tictactoe"), {})
+    with pytest.raises(FileNotFoundError, match=f"v{version} has no training checkpoint"):
+        checkpoint_of(client, "tictactoe", version, tmp_path / "download")

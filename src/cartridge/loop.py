@@ -291,14 +291,26 @@ def _starting_version(
 def checkpoint_of(
     client: MlflowClient, game_name: str, version_number: str, directory: Path
 ) -> str:
-    """The torch checkpoint logged by the training run that produced a model version."""
+    """The torch checkpoint logged by the training run that produced a model version;
+    FileNotFoundError naming the version when it has none (registered by hand)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    version = client.get_model_version(registered_model_name(game_name), version_number)
+    name = registered_model_name(game_name)
+    version = client.get_model_version(name, version_number)
     run_id = version.tags.get("run_id") or version.run_id
-    return mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="checkpoint/checkpoint.pt", dst_path=str(directory)
-    )
+    try:
+        return mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoint/checkpoint.pt", dst_path=str(directory)
+        )
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise FileNotFoundError(
+            f"{name} v{version_number} has no training checkpoint to continue from (run "
+            f"{run_id or '-'} logged none; a version registered by hand?): train from "
+            "another version (train_from champion) or register one made by training"
+        ) from error
 
 
 def arena_step(
