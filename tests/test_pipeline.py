@@ -172,6 +172,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             search_value_weight=0.5,
             random_opening_plies=4,
             td_steps=3,
+            round_robin_versions=2,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -202,6 +203,9 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     assert source.startswith(f"s3://{stack_env.bucket}/replay/othello")
     first = next(r for r in children if r.data.tags["iteration"] == "1")
     first_version = client.search_model_versions(f"run_id = '{first.info.run_id}'")[0]
+    second_version = client.search_model_versions(f"run_id = '{second.info.run_id}'")[0]
+    # The second gate's round robin played the pair the gate had not (v2 against v1).
+    assert f"round_robin_v{first_version.version}" in second_version.tags
     # Training goes on from the newest model (the default `train_from`).
     assert second.data.tags["initial_weights"] == (
         f"models:/cartridge-othello/{first_version.version}"

@@ -51,3 +51,33 @@ def test_bad_results_are_refused():
     with pytest.raises(ValueError, match="impossible result"):
         fit_ratings([PairResult("v1", "random", 3, 0, 2)])
     assert fit_ratings([]) == {}
+
+
+def test_a_round_robin_plays_each_pair_once_and_feeds_the_ratings(embedded_env, tmp_path):
+    import mlflow
+    import torch
+
+    from cartridge.arena.ratings import play_round_robin, registry_ratings
+    from cartridge.games import load
+    from cartridge.networks import build_network, export_onnx
+    from cartridge.settings import GateSettings
+    from cartridge.tracking import log_and_register, use_tracking
+
+    client = use_tracking(f"sqlite:///{tmp_path / 'rr.db'}")
+    mlflow.set_experiment("round-robin")
+    game = load("tictactoe")
+    for seed in range(3):
+        torch.manual_seed(seed)
+        path = export_onnx(build_network(game), game, tmp_path / f"m{seed}.onnx")
+        with mlflow.start_run():
+            log_and_register(client, path, game, {})
+    assert play_round_robin(client, "tictactoe", 3, games=2, simulations=4) == 3
+    assert play_round_robin(client, "tictactoe", 3, games=2, simulations=4) == 0  # bounded
+    tags = client.get_model_version("cartridge-tictactoe", "3").tags
+    assert {"round_robin_v1", "round_robin_v2"} <= set(tags)
+    wins, draws, games = (int(x) for x in tags["round_robin_v1"].split(","))
+    assert games == 2 and wins + draws <= 2
+    rated = registry_ratings(client, "tictactoe")
+    assert {"v1", "v2", "v3"} <= set(rated) and rated["v3"].games == 4
+    with pytest.raises(ValueError, match="at least 2 versions"):
+        GateSettings(round_robin_versions=1)

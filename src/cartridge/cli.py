@@ -371,6 +371,10 @@ def gate(
 
     client = _tracking_client(_connect(), tracking_uri)
     match, decision, version = evaluate_challenger(client, game.value, gate, seed)
+    if gate.round_robin:
+        from cartridge.arena.ratings import play_round_robin
+
+        play_round_robin(client, game.value, gate.round_robin, gate.games, gate.simulations, seed)
     report = {
         "challenger": version,
         "match": match.model_dump() if match else None,

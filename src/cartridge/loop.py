@@ -328,6 +328,15 @@ def arena_step(
     )
     record_arena(client, game_name, version, match, decision)
     log.info("challenger v%s: %s", version, decision.reason)
+    if settings.round_robin:
+        from cartridge.arena.ratings import play_round_robin
+
+        played = play_round_robin(
+            client, game_name, settings.round_robin, settings.games, settings.simulations, seed
+        )
+        log.info(
+            "round robin among the %d newest versions: %d new matches", settings.round_robin, played
+        )
     return decision.promote
 
 

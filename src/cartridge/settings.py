@@ -200,7 +200,24 @@ class GateSettings(Settings):
         "networks' optimal moves on the gate's positions below -Z keeps a challenger out, "
         "above Z promotes it unless it lost the match (0: off; 1.96 for 95%).",
     )
+    round_robin: int = Field(
+        0,
+        ge=0,
+        le=16,
+        alias="round_robin_versions",
+        description="After the gate, play every not yet played pair among this many "
+        "newest versions (arena games and simulations as the gate's), so ratings rest on "
+        "more than each version's own gate match (0: off).",
+    )
     elo0: float = Field(0.0, json_schema_extra=_NOT_A_PARAMETER)
+
+    @field_validator("round_robin")
+    @classmethod
+    def _a_pair_at_least(cls, versions: int) -> int:
+        if versions == 1:
+            raise ValueError("a round robin needs at least 2 versions (0: off)")
+        return versions
+
     elo1: float = Field(35.0, json_schema_extra=_NOT_A_PARAMETER)
     alpha: float = Field(0.05, gt=0, lt=0.5, json_schema_extra=_NOT_A_PARAMETER)
     beta: float = Field(0.05, gt=0, lt=0.5, json_schema_extra=_NOT_A_PARAMETER)

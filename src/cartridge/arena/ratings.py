@@ -99,8 +99,48 @@ def _derivatives(pairs, index, strength):
     return gradient, hessian
 
 
+ROUND_ROBIN_TAG = "round_robin_v"  # + the older version: "wins,draws,games" of the newer
+
+
 def version_player(version: str) -> str:
     return f"v{version}"
+
+
+def play_round_robin(
+    client, game_name: str, versions: int, games: int, simulations: int, seed: int = 0
+) -> int:
+    """Play every pair among the `versions` newest registered versions that has not
+    played yet (bounded: at most versions*(versions-1)/2 matches, each pair once), and
+    store each result on the newer version as tag `round_robin_v<older>`. Returns how
+    many matches were played."""
+    from cartridge.arena.match import play_match
+    from cartridge.arena.players import make_player
+    from cartridge.games import load
+    from cartridge.names import registered_model_name, version_uri
+
+    if versions < 2 or games < 1:
+        raise ValueError("a round robin needs at least 2 versions and 1 game a pair")
+    name = registered_model_name(game_name)
+    found = client.search_model_versions(f"name = '{name}'")
+    recent = sorted(found, key=lambda v: int(v.version))[-versions:]
+    game = load(game_name)
+    played = 0
+    for k, newer in enumerate(recent):
+        for older in recent[:k]:
+            key = f"{ROUND_ROBIN_TAG}{older.version}"
+            if key in newer.tags:
+                continue
+            match = play_match(
+                game,
+                make_player(version_uri(game_name, newer.version), game, simulations, seed=seed),
+                make_player(version_uri(game_name, older.version), game, simulations, seed=seed),
+                games,
+                seed=seed,
+            )
+            value = f"{match.wins},{match.draws},{match.games}"
+            client.set_model_version_tag(name, newer.version, key, value)
+            played += 1
+    return played
 
 
 def registry_ratings(client, game_name: str) -> dict[str, Rating]:
@@ -111,6 +151,13 @@ def registry_ratings(client, game_name: str) -> dict[str, Rating]:
     results = []
     for version in client.search_model_versions(f"name = '{registered_model_name(game_name)}'"):
         tags = version.tags
+        for key, value in tags.items():
+            if key.startswith(ROUND_ROBIN_TAG):
+                wins, draws, games = (int(part) for part in value.split(","))
+                older = version_player(key.removeprefix(ROUND_ROBIN_TAG))
+                results.append(
+                    PairResult(version_player(version.version), older, wins, draws, games)
+                )
         if "arena_games" not in tags or "arena_opponent" not in tags:
             continue
         opponent = tags["arena_opponent"]
