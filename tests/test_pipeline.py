@@ -225,9 +225,10 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
         metrics = artifacts["metrics"]["artifacts"][0]["metadata"]
         assert metrics["selfplay_games"] == 8  # two shards of four
         assert metrics["train_loss"] > 0 and metrics["promoted"] in (0, 1)
-        assert {"arena_score", "arena_wins"} <= set(metrics)
+        assert {"arena_score", "arena_wins", "rating", "rating_low", "rating_high"} <= set(metrics)
         model = artifacts["model"]["artifacts"][0]["metadata"]
         assert model["model_uri"].startswith("models:/cartridge-othello/")
+        assert model["triton_model"] == "cartridge_othello" and model["mlflow_run_id"]
         summary = next(path.parent.rglob("summary")).read_text()
         assert "| self-play | 8 games" in summary
         iterations.add(int(summary.split("iteration ", 1)[1].split(":", 1)[0]))

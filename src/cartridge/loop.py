@@ -21,7 +21,14 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ValidationError
 
 from cartridge import storage
-from cartridge.names import CHALLENGER, CHAMPION, registered_model_name, version_of, version_uri
+from cartridge.names import (
+    CHALLENGER,
+    CHAMPION,
+    registered_model_name,
+    triton_model_name,
+    version_of,
+    version_uri,
+)
 from cartridge.settings import (
     SETTING_GROUPS,
     Endpoints,
@@ -418,6 +425,9 @@ def iteration_report(
         for key in ("loss", "policy_loss", "value_loss"):
             if key in trained:
                 metrics[f"train_{key}"] = float(trained[key])
+        for key in ("rating", "rating_low", "rating_high"):  # logged by the gate
+            if key in trained:
+                metrics[key] = float(trained[key])
     tags = version.tags
     for key in ("arena_score", "arena_wins", "arena_draws", "arena_losses", "arena_elo"):
         if key in tags and math.isfinite(float(tags[key])):
@@ -466,5 +476,8 @@ def iteration_report(
             "mlflow_run_id": run_id,
             "promoted": str(promoted).lower(),
             "champion_version": champion_number or "",
+            # Triton's version folders are registry numbers: the champion is served as
+            # this model at `champion_version` (once the reconciler has loaded it).
+            "triton_model": triton_model_name(game_name),
         },
     )
