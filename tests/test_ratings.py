@@ -61,10 +61,11 @@ def test_a_round_robin_plays_each_pair_once_and_feeds_the_ratings(embedded_env, 
     from cartridge.games import load
     from cartridge.networks import build_network, export_onnx
     from cartridge.settings import GateSettings
-    from cartridge.tracking import log_and_register, use_tracking
+    from cartridge.tracking import ensure_experiment, log_and_register, use_tracking
 
     client = use_tracking(f"sqlite:///{tmp_path / 'rr.db'}")
-    mlflow.set_experiment("round-robin")
+    # Artifacts beside the database, not in ./mlruns of whatever directory pytest runs in.
+    mlflow.set_experiment(experiment_id=ensure_experiment(client, "tictactoe"))
     game = load("tictactoe")
     for seed in range(3):
         torch.manual_seed(seed)

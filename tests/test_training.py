@@ -19,7 +19,7 @@ from cartridge.games import load
 from cartridge.networks import build_network, default_network_config
 from cartridge.replay import read_shard, write_shard
 from cartridge.selfplay import SelfPlayConfig, play_selfplay
-from cartridge.tracking import use_tracking
+from cartridge.tracking import ensure_experiment, use_tracking
 from cartridge.training import DataError, TrainConfig, TrainingError, resolve_window, train
 from cartridge.training import checkpoint as checkpoints
 
@@ -559,7 +559,7 @@ def test_a_version_without_a_checkpoint_is_named_when_training_would_continue_fr
     from cartridge.tracking import log_and_register
 
     client = use_tracking(f"sqlite:///{tmp_path / 'hand.db'}")
-    mlflow.set_experiment("by-hand")
+    mlflow.set_experiment(experiment_id=ensure_experiment(client, "tictactoe"))
     with mlflow.start_run():
         _, version = log_and_register(client, onnx_models["tictactoe"][0], load("tictactoe"), {})
     with pytest.raises(FileNotFoundError, match=f"v{version} has no training checkpoint"):
