@@ -146,12 +146,17 @@ def test_webhook_deliveries_must_be_signed(stack_env):
     unsigned = requests.post(url, data=body, headers=headers, timeout=5)
     assert unsigned.status_code == 401
     forged = sign("not-the-secret", delivery, stamp, body)
-    bad = requests.post(url, data=body, headers={**headers, "X-MLflow-Signature": forged})
+    bad = requests.post(
+        url, data=body, headers={**headers, "X-MLflow-Signature": forged}, timeout=5
+    )
     assert bad.status_code == 401 and "does not match" in bad.json()["detail"]
     stale = str(int(time.time()) - 3600)
     old = {**headers, "X-MLflow-Timestamp": stale}
     replayed = requests.post(
-        url, data=body, headers={**old, "X-MLflow-Signature": sign(secret, delivery, stale, body)}
+        url,
+        data=body,
+        headers={**old, "X-MLflow-Signature": sign(secret, delivery, stale, body)},
+        timeout=5,
     )
     assert replayed.status_code == 401 and "timestamp" in replayed.json()["detail"]
     good = {**headers, "X-MLflow-Signature": sign(secret, delivery, stamp, body)}
@@ -208,7 +213,9 @@ def test_the_reconciler_runs_as_a_service_of_its_own(stack_env, champion, tmp_pa
             "X-MLflow-Timestamp": stamp,
             "X-MLflow-Signature": sign(secret, delivery, stamp, body),
         }
-        accepted = requests.post(f"{url}/api/webhooks/mlflow", data=body, headers=headers)
+        accepted = requests.post(
+            f"{url}/api/webhooks/mlflow", data=body, headers=headers, timeout=5
+        )
         assert accepted.status_code == 202 and accepted.json()["game"] == GAME
         assert requests.get(f"{url}/api/move", timeout=5).status_code == 404  # no game API
     finally:

@@ -910,15 +910,9 @@ def pipeline_run(
             game.value,
             int(time.time() * 1000),
             training.steps,
-            err_console,
         )
-
-        def report(console):
-            progress.console = console
-            progress.poll()
-
         try:
-            run_local_logged(arguments, iterations, stack.home / "kfp", log_path, report)
+            run_local_logged(arguments, iterations, stack.home / "kfp", log_path, progress.poll)
         except RuntimeError as error:
             raise RuntimeError(f"{error} (see {log_path})") from None
     typer.echo(f"pipeline finished; MLflow: {endpoints.mlflow_tracking_uri}")

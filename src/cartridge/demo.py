@@ -15,7 +15,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from cartridge.names import CHAMPION, version_uri
@@ -50,10 +49,6 @@ class DemoResult:
     losses: int
     runs: int
     seconds: float
-
-
-def _champion(client: MlflowClient, game: str) -> str | None:
-    return alias_version(client, game, CHAMPION)
 
 
 def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
@@ -125,7 +120,7 @@ def run_demo(stack: StackConfig, settings: DemoSettings) -> DemoResult:
         progress.poll()
         if child.returncode != 0:
             raise RuntimeError(f"pipeline run {run} failed; see {log_path}")
-        champion = _champion(client, settings.game)
+        champion = alias_version(client, settings.game, CHAMPION)
         if champion is not None:
             player = make_player(
                 version_uri(settings.game, champion),

@@ -13,7 +13,6 @@ window is the game's last K iterations, whichever runs played them.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from pathlib import Path
 
@@ -376,6 +375,20 @@ def keep_step(game_name: str, *, endpoints: Endpoints) -> str:
     return version_uri(game_name, champion_version(client, game_name, ""))
 
 
+TRAINING_LOSSES = ("loss", "policy_loss", "value_loss")
+ARENA_METRICS = (
+    "arena_score",
+    "arena_wins",
+    "arena_draws",
+    "arena_losses",
+    "arena_elo",
+    "solver_optimal_fraction",
+    "rating",
+    "rating_low",
+    "rating_high",
+)
+
+
 class IterationReport(BaseModel):
     """One iteration as the KFP UI shows it: scalar metrics, a Markdown summary, and
     the trained model's registry coordinates."""
@@ -398,42 +411,29 @@ def iteration_report(
     """What iteration `iteration` did: its self-play shards' games and results, the
     training run's final losses, the arena's result on the challenger, and whether it
     became champion. Read back from S3 and MLflow, where the steps wrote it."""
-    import json
+    from cartridge.replay import METADATA_FILE, read_metadata
 
     client = use_tracking(endpoints.mlflow_tracking_uri)
     version_number = version_of(challenger)
-    metrics: dict[str, float] = {}
+    totals = dict.fromkeys(
+        ("games", "positions", "first_player_wins", "draws", "second_player_wins"), 0
+    )
+    root = storage.join(endpoints.replay_root, game_name, pipeline_run_id, f"iter-{iteration:06d}")
     with storage.endpoint(endpoints.s3_endpoint), tempfile.TemporaryDirectory() as workdir:
-        root = storage.join(
-            endpoints.replay_root, game_name, pipeline_run_id, f"iter-{iteration:06d}"
-        )
-        totals = dict.fromkeys(
-            ("games", "positions", "first_player_wins", "draws", "second_player_wins"), 0
-        )
         for shard in storage.list_children(root):
-            local = storage.download_file(
-                storage.join(shard, "metadata.json"), Path(workdir) / "metadata.json"
-            )
-            metadata = json.loads(local.read_text())
+            storage.download_file(storage.join(shard, METADATA_FILE), Path(workdir) / METADATA_FILE)
+            metadata = read_metadata(workdir)
             for key in totals:
-                totals[key] += int(metadata[key])
-        metrics.update({f"selfplay_{key}": float(value) for key, value in totals.items()})
+                totals[key] += getattr(metadata, key)
+    metrics = {f"selfplay_{key}": float(value) for key, value in totals.items()}
     version = client.get_model_version(registered_model_name(game_name), version_number)
     run_id = version.run_id or version.tags.get("run_id") or ""
-    if run_id:
-        trained = client.get_run(run_id).data.metrics
-        for key in ("loss", "policy_loss", "value_loss"):
-            if key in trained:
-                metrics[f"train_{key}"] = float(trained[key])
-        for key in ("rating", "rating_low", "rating_high"):  # logged by the gate
-            if key in trained:
-                metrics[key] = float(trained[key])
+    # The training run holds its losses, and the gate logged the arena's result and the
+    # version's rating there too (`promotion.record_arena`).
+    trained = client.get_run(run_id).data.metrics if run_id else {}
+    metrics.update({f"train_{k}": trained[k] for k in TRAINING_LOSSES if k in trained})
+    metrics.update({k: trained[k] for k in ARENA_METRICS if k in trained})
     tags = version.tags
-    for key in ("arena_score", "arena_wins", "arena_draws", "arena_losses", "arena_elo"):
-        if key in tags and math.isfinite(float(tags[key])):
-            metrics[key] = float(tags[key])
-    if "solver_optimal_fraction" in tags:
-        metrics["solver_optimal_fraction"] = float(tags["solver_optimal_fraction"])
     promoted = version_of(champion) == version_number
     metrics["promoted"] = 1.0 if promoted else 0.0
     champion_number = version_of(champion)

@@ -15,13 +15,20 @@ class PipelineProgress:
     where its steps write, while kfp.local's own log goes to a file."""
 
     def __init__(
-        self, client: MlflowClient, game: str, since_ms: int, steps: int, console: Console
+        self,
+        client: MlflowClient,
+        game: str,
+        since_ms: int,
+        steps: int,
+        console: Console | None = None,
     ):
         self.client, self.game, self.since_ms, self.steps = client, game, since_ms, steps
-        self.console = console
+        self.console = console or Console(stderr=True, highlight=False)
         self.seen: dict[str, str] = {}
 
-    def poll(self) -> None:
+    def poll(self, console: Console | None = None) -> None:
+        """Print what changed, on `console` (default: the one given at creation)."""
+        console = console or self.console
         experiment = self.client.get_experiment_by_name(experiment_name(self.game))
         if experiment is None:
             return
@@ -41,7 +48,7 @@ class PipelineProgress:
             if self.seen.get(run.info.run_id) != state:
                 self.seen[run.info.run_id] = state
                 loss_text = f", loss {loss:.3f}" if loss is not None else ""
-                self.console.print(
+                console.print(
                     f"  iteration {iteration}: training step {step}/{self.steps}"
                     f"{loss_text} ({run.info.status.lower()})"
                 )
@@ -55,7 +62,7 @@ class PipelineProgress:
             key = f"gate:{version.version}"
             if gate and int(version.creation_timestamp) >= self.since_ms and key not in self.seen:
                 self.seen[key] = gate
-                self.console.print(
+                console.print(
                     f"  arena v{version.version} vs {version.tags.get('arena_opponent')}"
                     f": {version.tags.get('arena_wins')}W {version.tags.get('arena_draws')}D"
                     f" {version.tags.get('arena_losses')}L; {gate}"

@@ -18,6 +18,8 @@ or the alias moves.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -143,8 +145,6 @@ class Reconciler:
         webhook_secret: str | None = None,
         timeout: float = 5.0,
     ):
-        import threading
-
         if period <= 0:
             raise ValueError(f"the reconcile period must be positive, got {period}")
         self.tracking_uri = tracking_uri
@@ -183,8 +183,6 @@ class Reconciler:
         self._wake.set()
 
     def _run(self) -> None:
-        import time
-
         from cartridge.games import GAME_NAMES
         from cartridge.tracking import use_tracking
 

@@ -161,9 +161,7 @@ class BodyLimit:
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     settings = settings or WebSettings.from_env()
-    # MLflow's client retries for minutes by default; the page needs an answer now.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    _answer_quickly_from_mlflow()
     metrics = WebMetrics()
     evaluators: dict[str, object] = {}
     evaluators_lock = threading.Lock()
@@ -312,11 +310,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
 
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    def prometheus() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    add_metrics_route(app, metrics)
 
     add_webhook_route(app, settings, reconciler, metrics)
 
@@ -396,6 +390,22 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     return app
 
 
+def _answer_quickly_from_mlflow() -> None:
+    """MLflow's client retries for minutes by default; a request needs an answer now."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def add_metrics_route(app: FastAPI, metrics: WebMetrics) -> None:
+    """GET /metrics: the app's own Prometheus registry."""
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 def make_reconciler(settings: WebSettings):
     """The reconciler these settings ask for, or None (no period, or no MLflow)."""
     if not (settings.reconcile_seconds and settings.tracking_uri):
@@ -441,8 +451,7 @@ def create_reconciler_app(settings: WebSettings | None = None) -> FastAPI:
     """The reconciler on its own (`cartridge reconcile --serve`), as a cluster runs it:
     its passes, the webhook route, health and metrics, and nothing of the game API."""
     settings = settings or WebSettings.from_env()
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    _answer_quickly_from_mlflow()
     reconciler = make_reconciler(settings)
     if reconciler is None:
         raise ValueError(
@@ -470,11 +479,7 @@ def create_reconciler_app(settings: WebSettings | None = None) -> FastAPI:
         """Each game's latest pass: the registry's champion, what Triton serves, why not."""
         return {game: outcome.model_dump() for game, outcome in sorted(reconciler.last.items())}
 
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    def prometheus() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    add_metrics_route(app, metrics)
 
     add_webhook_route(app, settings, reconciler, metrics)
     return app
