@@ -38,7 +38,10 @@ def marks(page, player):
 @pytest.fixture(scope="module")
 def browser():
     if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+        pytest.fail(
+            f"{CHROMIUM} is missing: set CARTRIDGE_CHROMIUM, or let `make test` install "
+            "Debian's chromium package"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

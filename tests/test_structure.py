@@ -1,8 +1,10 @@
 """The package's shape: who may import whom, and facts that must agree across files."""
 
 import ast
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -143,6 +145,14 @@ def test_triton_configs_match_the_game(path, game_name):
     value = config.output[1]
     assert value.HasField("reshape") and list(value.reshape.shape) == []  # a [B] tensor
     assert all(t.data_type == model_config_pb2.TYPE_FP32 for t in (*config.input, *config.output))
+    if path.parent.parent == TRITON_MODELS:  # the cluster's configs warm the model up
+        warmups = list(config.model_warmup)
+        assert {w.batch_size for w in warmups} == {1, 64}
+        for warmup in warmups:
+            assert warmup.batch_size <= config.max_batch_size
+            [(name, tensor)] = warmup.inputs.items()
+            assert (name, list(tensor.dims)) == (INPUT_NAME, list(game.planes_shape))
+            assert tensor.data_type == model_config_pb2.TYPE_FP32 and tensor.zero_data
 
 
 def test_a_wrong_dim_is_caught(tmp_path):
@@ -151,3 +161,32 @@ def test_a_wrong_dim_is_caught(tmp_path):
     broken.write_text(path.read_text().replace("dims: [ 9 ]", "dims: [ 10 ]", 1))
     with pytest.raises(AssertionError):
         test_triton_configs_match_the_game(broken, game_name)
+
+
+def _pins(text: str) -> dict[str, str]:
+    return {
+        name.lower().replace("_", "-"): version
+        for name, version in re.findall(r'^"?\s*([A-Za-z0-9_.-]+)==([^" \\;]+)', text, re.M)
+    }
+
+
+@pytest.mark.parametrize(
+    "lock, extras", [("requirements.lock", ()), ("requirements-dev.lock", ("dev", "stack"))]
+)
+def test_lock_files_hold_every_pin_of_pyproject(lock, extras):
+    """make and the images install from the lock files: a pin changed in pyproject.toml
+    without `make lock` would never reach them."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"]]
+    for extra in extras:
+        wanted += project["optional-dependencies"][extra]
+    locked = _pins((REPO / lock).read_text())
+    assert "torch" not in locked  # CPU and CUDA builds are different files
+    assert "nvidia-pytriton" not in locked or "stack" in extras  # not in the images
+    for requirement in wanted:
+        name, version = requirement.split("==")
+        name = name.split("[")[0]  # the lock lists packages, not extras
+        if name != "torch":
+            assert locked.get(name.lower()) == version, f"{lock}: {name} is not at {version}"
+    hashed = (REPO / lock).read_text().count("--hash=sha256:")
+    assert hashed >= len(locked)

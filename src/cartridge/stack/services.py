@@ -133,11 +133,15 @@ def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
         "admin grpc": port + 14,
     }
     weed = Path(sys.executable).with_name("weed")
+    if not weed.exists():
+        weed = shutil.which("weed")
+        if weed is None:
+            raise RuntimeError(f"the local object store needs SeaweedFS's `weed`: {STACK_EXTRA}")
     return ServiceSpec(
         name="s3",
         url=config.s3_url,
         command=[
-            str(weed if weed.exists() else shutil.which("weed") or "weed"),
+            str(weed),
             "mini",
             f"-dir={data}",
             f"-ip={host}",
@@ -211,13 +215,16 @@ def mlflow_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
     )
 
 
+# The servers only the local stack runs come in an optional extra, which the cluster
+# image leaves out (it runs MinIO and the official Triton image instead).
+STACK_EXTRA = "install the `stack` extra: pip install 'cartridge[stack]' (`make install` does)"
+
+
 def _pytriton_root() -> Path:
     try:
         import pytriton
     except ImportError as error:
-        raise RuntimeError(
-            "Triton needs the nvidia-pytriton package (`make install` installs it)"
-        ) from error
+        raise RuntimeError(f"the local Triton needs nvidia-pytriton: {STACK_EXTRA}") from error
     return Path(pytriton.__file__).resolve().parent
 
 
