@@ -23,26 +23,46 @@ receives its group as one struct and the endpoints as another, and the library
 validates them.
 
 Components are lightweight Python functions that import `cartridge` inside their body
-and run from one image holding kfp and the package (`install_kfp_package=False`), so
-nothing is installed at run time. (No `from __future__ import annotations` here: KFP reads
-the component signatures' annotations as real types.)
+and run from an image holding kfp and the package (`install_kfp_package=False`), so
+nothing is installed at run time: the CPU image for every step but training, which runs
+on the CUDA image and requests a GPU (`cartridge.deploy.images`). Every step has a
+deadline (the pod's activeDeadlineSeconds), so a hung call cannot hold a run forever.
+(No `from __future__ import annotations` here: KFP reads the component signatures'
+annotations as real types.)
 """
 
 import inspect
 
 from kfp import dsl, kubernetes
 
+from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE, check_image
 from cartridge.settings import SETTING_GROUPS, Endpoints
 
-DEFAULT_IMAGE = "ghcr.io/cartridge-ml/cartridge:latest"
 CREDENTIALS_SECRET = "cartridge-s3"  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the cluster
 
+# Each step's deadline in seconds: about 100x (or more) the time measured at the default
+# settings on 2 CPU cores (docs/DEPLOY.md: Connect 4 self-play 31-56 s a shard, CPU
+# training 134 s for 500 steps, arena 33 s, the bookkeeping steps 2-4 s). That leaves
+# room for settings an order of magnitude heavier on a slow node; it stops what hangs.
+STEP_TIMEOUTS = {
+    "begin": 10 * 60,
+    "plan": 10 * 60,
+    "selfplay": 2 * 3600,
+    "train": 4 * 3600,
+    "arena": 2 * 3600,
+    "promote": 15 * 60,
+    "keep": 10 * 60,
+    "report": 10 * 60,
+    "finish": 10 * 60,
+}
 
-def build_components(image: str = DEFAULT_IMAGE) -> dict:
-    """The components, all on `image`. Each is a shell around one `cartridge.loop` step."""
 
-    def component(function):
-        return dsl.component(function, base_image=image, install_kfp_package=False)
+def build_components(image: str = PIPELINE_IMAGE, training_image: str = TRAINING_IMAGE) -> dict:
+    """The components: training on `training_image`, the rest on `image`. Each is a
+    shell around one `cartridge.loop` step."""
+
+    def component(function, base_image: str = image):
+        return dsl.component(function, base_image=base_image, install_kfp_package=False)
 
     @component
     def begin(
@@ -83,6 +103,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         endpoints: dict,
         pipeline_run_id: str,
         seed: int,
+        seed_with_run_id: bool,
     ) -> str:
         from cartridge import loop
         from cartridge.settings import Endpoints, SelfPlaySettings
@@ -96,9 +117,9 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             endpoints=Endpoints.from_parameters(endpoints),
             pipeline_run_id=pipeline_run_id,
             seed=seed,
+            seed_with_run_id=seed_with_run_id,
         )
 
-    @component
     def train(
         game: str,
         iteration: int,
@@ -109,6 +130,8 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         pipeline_run_id: str,
         parent_run_id: str,
         seed: int,
+        seed_with_run_id: bool,
+        device: str,
     ) -> str:
         from cartridge import loop
         from cartridge.settings import Endpoints, TrainingSettings
@@ -123,6 +146,8 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
             pipeline_run_id=pipeline_run_id,
             parent_run_id=parent_run_id,
             seed=seed,
+            seed_with_run_id=seed_with_run_id,
+            device=device,
         )
 
     @component
@@ -205,7 +230,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
         "begin": begin,
         "plan": plan,
         "selfplay": selfplay,
-        "train": train,
+        "train": component(train, training_image),
         "arena": arena,
         "promote": promote,
         "keep": keep,
@@ -214,8 +239,10 @@ def build_components(image: str = DEFAULT_IMAGE) -> dict:
     }
 
 
-def _with_credentials(task):
-    """S3 keys from a Kubernetes secret on a cluster; locally the environment has them."""
+def _step(task, name: str):
+    """A task as every step needs it: S3 keys from a Kubernetes secret on a cluster
+    (locally the environment has them) and its deadline."""
+    kubernetes.set_timeout(task, STEP_TIMEOUTS[name])
     return kubernetes.use_secret_as_env(
         task,
         secret_name=CREDENTIALS_SECRET,
@@ -226,11 +253,24 @@ def _with_credentials(task):
     )
 
 
+def _on_gpu_nodes(task, gpus: int) -> None:
+    """The training step's GPU request, on the GPU pool, spot nodes allowed (it resumes
+    from its checkpoint when preempted)."""
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    kubernetes.add_toleration(
+        task, key="cloud.google.com/gke-spot", operator="Equal", value="true", effect="NoSchedule"
+    )
+    kubernetes.add_node_selector(task, label_key="cartridge/pool", label_value="gpu")
+
+
 # The run's own parameters, before the settings groups' and the endpoints'.
 RUN_PARAMETERS = (
     ("game", str, "tictactoe"),
     ("shards", list, [0, 1]),  # the shard ids of each iteration's fan-out
     ("seed", int, 0),
+    # Mix the KFP run id into the seeds, so recurring runs play new games (off: the
+    # same seed replays the same games, as local runs do).
+    ("seed_with_run_id", bool, True),
 )
 GROUPS = {**SETTING_GROUPS, "endpoints": Endpoints}
 
@@ -245,17 +285,27 @@ def pipeline_parameters() -> list[tuple[str, type, object]]:
     return [*RUN_PARAMETERS, *derived]
 
 
-def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism: int = 4):
-    """The pipeline function with `iterations` unrolled iterations."""
+def build_pipeline(
+    iterations: int = 2,
+    image: str = PIPELINE_IMAGE,
+    training_image: str = TRAINING_IMAGE,
+    training_gpus: int = 1,
+    parallelism: int = 4,
+):
+    """The pipeline function with `iterations` unrolled iterations. Training requests
+    `training_gpus` GPUs and insists on CUDA; with 0 it requests none and trains on
+    the CPU (kfp.local, or a cluster without GPUs)."""
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
-    ops = build_components(image)
+    if training_gpus < 0:
+        raise ValueError(f"training_gpus must be 0 or more, got {training_gpus}")
+    ops = build_components(check_image(image), check_image(training_image, "training image"))
     parameters = pipeline_parameters()
 
     def alphazero(*values):
         # KFP calls the pipeline function with one channel per parameter, in order.
         run = dict(zip([name for name, _, _ in parameters], values, strict=True))
-        game, seed = run["game"], run["seed"]
+        game, seed, fresh_seeds = run["game"], run["seed"], run["seed_with_run_id"]
         group = {
             key: {name: run[name] for name in model.parameter_fields()}
             for key, model in GROUPS.items()
@@ -264,11 +314,11 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # The exit task may not consume other tasks' outputs: it finds the pipeline's
         # MLflow run by the KFP run id instead.
-        closer = _with_credentials(
-            ops["finish"](game=game, pipeline_run_id=run_id, endpoints=endpoints)
+        closer = _step(
+            ops["finish"](game=game, pipeline_run_id=run_id, endpoints=endpoints), "finish"
         )
         with dsl.ExitHandler(closer, name="alphazero-loop"):
-            start = _with_credentials(
+            start = _step(
                 ops["begin"](
                     game=game,
                     pipeline_run_id=run_id,
@@ -277,22 +327,24 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     training=group["training"],
                     gate=group["gate"],
                     endpoints=endpoints,
-                )
+                ),
+                "begin",
             )
             start.set_caching_options(False)
             champion = ""  # the first iteration reads the registry's champion, if any
             for i in range(1, iterations + 1):
-                fanout = _with_credentials(
+                fanout = _step(
                     ops["plan"](
                         game=game, champion=champion, shards=run["shards"], endpoints=endpoints
-                    )
+                    ),
+                    "plan",
                 )
                 fanout.set_display_name(f"plan {i}").set_caching_options(False)
                 fanout.after(start)
                 with dsl.ParallelFor(
                     fanout.output, parallelism=parallelism, name=f"selfplay-{i}"
                 ) as item:
-                    play = _with_credentials(
+                    play = _step(
                         ops["selfplay"](
                             game=game,
                             iteration=i,
@@ -302,7 +354,9 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                             endpoints=endpoints,
                             pipeline_run_id=run_id,
                             seed=seed,
-                        )
+                            seed_with_run_id=fresh_seeds,
+                        ),
+                        "selfplay",
                     )
                     play.set_display_name(f"selfplay {i}").set_caching_options(False)
                     # One shard is one thread of search and one onnxruntime thread
@@ -310,7 +364,7 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                     # More shards, not bigger pods, use more cores.
                     play.set_cpu_request("1").set_memory_request("2Gi").set_memory_limit("4Gi")
                     play.set_retry(num_retries=2)
-                learn = _with_credentials(
+                learn = _step(
                     ops["train"](
                         game=game,
                         iteration=i,
@@ -321,44 +375,42 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                         pipeline_run_id=run_id,
                         parent_run_id=start.output,
                         seed=seed,
-                    )
+                        seed_with_run_id=fresh_seeds,
+                        device="cuda" if training_gpus else "cpu",
+                    ),
+                    "train",
                 )
                 learn.set_display_name(f"train {i}").set_caching_options(False)
-                learn.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
                 learn.set_cpu_request("4").set_cpu_limit("8")
                 learn.set_memory_request("16Gi").set_memory_limit("32Gi")
                 learn.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2)
-                kubernetes.add_toleration(
-                    learn,
-                    key="cloud.google.com/gke-spot",
-                    operator="Equal",
-                    value="true",
-                    effect="NoSchedule",
-                )
-                kubernetes.add_node_selector(learn, label_key="cartridge/pool", label_value="gpu")
-                judge = _with_credentials(
+                if training_gpus:
+                    _on_gpu_nodes(learn, training_gpus)
+                judge = _step(
                     ops["arena"](
                         game=game,
                         challenger=learn.output,
                         settings=group["gate"],
                         endpoints=endpoints,
                         seed=seed,
-                    )
+                    ),
+                    "arena",
                 )
                 judge.set_display_name(f"arena {i}").set_caching_options(False)
                 judge.set_cpu_request("2").set_memory_request("2Gi")
                 with dsl.If(judge.output == True, name=f"gate-passed-{i}"):  # noqa: E712
-                    crown = _with_credentials(
-                        ops["promote"](game=game, challenger=learn.output, endpoints=endpoints)
+                    crown = _step(
+                        ops["promote"](game=game, challenger=learn.output, endpoints=endpoints),
+                        "promote",
                     )
                     crown.set_display_name(f"promote {i}").set_caching_options(False)
                     crown.set_retry(num_retries=3)
                 with dsl.Else(name=f"gate-failed-{i}"):
-                    hold = _with_credentials(ops["keep"](game=game, endpoints=endpoints))
+                    hold = _step(ops["keep"](game=game, endpoints=endpoints), "keep")
                     hold.set_display_name(f"keep champion {i}").set_caching_options(False)
                 champion = dsl.OneOf(crown.output, hold.output)
                 # What the KFP UI shows of the iteration: metrics, a summary, the model.
-                summary = _with_credentials(
+                summary = _step(
                     ops["report"](
                         game=game,
                         iteration=i,
@@ -366,7 +418,8 @@ def build_pipeline(iterations: int = 2, image: str = DEFAULT_IMAGE, parallelism:
                         champion=champion,
                         endpoints=endpoints,
                         pipeline_run_id=run_id,
-                    )
+                    ),
+                    "report",
                 )
                 summary.set_display_name(f"report {i}").set_caching_options(False)
 

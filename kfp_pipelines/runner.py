@@ -10,19 +10,52 @@ from pathlib import Path
 
 from kfp import compiler
 
-from kfp_pipelines.alphazero import DEFAULT_IMAGE, build_pipeline
+from cartridge import __version__
+from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE
+from kfp_pipelines.alphazero import build_pipeline
 
 log = logging.getLogger(__name__)
-PIPELINE_FILE = "cartridge-alphazero.yaml"
+PIPELINE_NAME = "cartridge-alphazero"
+PIPELINE_FILE = f"{PIPELINE_NAME}.yaml"
 
 
-def compile_pipeline(out_dir: str | Path, iterations: int, image: str = DEFAULT_IMAGE) -> Path:
+def compile_pipeline(
+    out_dir: str | Path,
+    iterations: int,
+    image: str = PIPELINE_IMAGE,
+    training_image: str = TRAINING_IMAGE,
+    training_gpus: int = 1,
+) -> Path:
     """Write the pipeline YAML (an IR PipelineSpec) for the KFP UI or `kfp.Client`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / PIPELINE_FILE
-    compiler.Compiler().compile(build_pipeline(iterations, image), str(path))
+    pipeline = build_pipeline(iterations, image, training_image, training_gpus)
+    compiler.Compiler().compile(pipeline, str(path))
     return path
+
+
+def proto_problems(path: Path) -> list[str]:
+    """Parse the IR with the installed pipeline-spec and kfp-kubernetes protos,
+    refusing unknown fields, as the KFP server does when a run is created."""
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from cartridge.deploy.contract import CompiledPipeline
+
+    compiled = CompiledPipeline.read(path)
+    problems = []
+    try:
+        json_format.ParseDict(compiled.spec, pipeline_spec_pb2.PipelineSpec())
+    except json_format.ParseError as error:
+        problems.append(f"PipelineSpec: {str(error).splitlines()[0]}")
+    for name, config in sorted(compiled.kubernetes.items()):
+        try:
+            json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        except json_format.ParseError as error:
+            problems.append(f"{name}: {str(error).splitlines()[0]}")
+    return problems
 
 
 def run_local(arguments: dict, iterations: int, pipeline_root: Path) -> None:
@@ -41,7 +74,8 @@ def run_local(arguments: dict, iterations: int, pipeline_root: Path) -> None:
     started_ms = int(time.time() * 1000)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        build_pipeline(iterations)(**arguments)
+        # No GPU here: training asks for none and runs on the CPU.
+        build_pipeline(iterations, training_gpus=0)(**arguments)
     except KeyboardInterrupt:
         closed = abandon_pipeline_runs(
             arguments["game"], arguments["mlflow_tracking_uri"], started_ms
@@ -111,35 +145,97 @@ def _interrupt(signum, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def version_name(package: Path) -> str:
+    """The pipeline version a compiled package is uploaded as: the release, and a hash
+    of the package, which names the images by tag or digest. A new release (or new
+    images, or another iteration count) is a new version; submitting the same package
+    again reuses its version."""
+    import hashlib
+
+    return f"{__version__}-{hashlib.sha256(package.read_bytes()).hexdigest()[:12]}"
+
+
+def upload(client, package: Path) -> tuple[str, str, str]:
+    """(pipeline id, version id, version name) of `package` as a version of the named
+    pipeline `cartridge-alphazero`, uploading what the server does not have yet."""
+    import json
+
+    name = version_name(package)
+    pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+    if pipeline_id is None:
+        pipeline_id = client.upload_pipeline(
+            str(package),
+            pipeline_name=PIPELINE_NAME,
+            description="Cartridge AlphaZero: self-play, training, arena and gated promotion.",
+        ).pipeline_id
+    same_name = json.dumps(
+        {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
+    )
+    found = client.list_pipeline_versions(pipeline_id, filter=same_name).pipeline_versions
+    if found:
+        return pipeline_id, found[0].pipeline_version_id, name
+    version = client.upload_pipeline_version(str(package), name, pipeline_id=pipeline_id)
+    return pipeline_id, version.pipeline_version_id, name
+
+
 def submit(
     host: str,
     arguments: dict,
     iterations: int,
-    image: str,
     experiment: str,
+    *,
+    image: str = PIPELINE_IMAGE,
+    training_image: str = TRAINING_IMAGE,
+    training_gpus: int = 1,
     cron: str | None = None,
     run_name: str | None = None,
+    wait_seconds: int = 0,
 ) -> dict:
-    """Create a run (or, with `cron`, a recurring run) on a KFP cluster."""
+    """Upload the pipeline as a version of the named pipeline, then create a run of
+    that version (or, with `cron`, a recurring run: six-field KFP cron, one run at a
+    time, no catching up on runs missed while paused or down). With `wait_seconds`,
+    wait that long for the run to end and report its state."""
     import tempfile
 
     import kfp
 
+    from cartridge.schedule import check_cron
+
+    schedule = check_cron(cron) if cron is not None else None
+    if schedule and wait_seconds:
+        raise ValueError("a recurring run has no end to wait for: drop the wait or the cron")
     client = kfp.Client(host=host)
     with tempfile.TemporaryDirectory() as workdir:
-        package = compile_pipeline(workdir, iterations, image)
-        if cron:
-            experiment_id = client.create_experiment(experiment).experiment_id
-            job = client.create_recurring_run(
-                experiment_id=experiment_id,
-                job_name=run_name or "cartridge-alphazero",
-                cron_expression=cron,
-                pipeline_package_path=str(package),
-                params=arguments,
-                max_concurrency=1,
-            )
-            return {"recurring_run_id": job.recurring_run_id}
-        run = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments, experiment_name=experiment, run_name=run_name
+        package = compile_pipeline(workdir, iterations, image, training_image, training_gpus)
+        pipeline_id, version_id, version = upload(client, package)
+    experiment_id = client.create_experiment(experiment).experiment_id
+    placed = {"pipeline_id": pipeline_id, "pipeline_version": version, "version_id": version_id}
+    if schedule:
+        job = client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=run_name or PIPELINE_NAME,
+            cron_expression=schedule,
+            max_concurrency=1,
+            no_catchup=True,
+            params=arguments,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
         )
-        return {"run_id": run.run_id}
+        return {**placed, "recurring_run_id": job.recurring_run_id}
+    run = client.run_pipeline(
+        experiment_id,
+        run_name or f"{PIPELINE_NAME} {version}",
+        params=arguments,
+        pipeline_id=pipeline_id,
+        version_id=version_id,
+    )
+    placed["run_id"] = run.run_id
+    if wait_seconds:
+        try:
+            ended = client.wait_for_run_completion(run.run_id, timeout=wait_seconds)
+        except TimeoutError:
+            raise RuntimeError(
+                f"run {run.run_id} still running after {wait_seconds} s (it goes on)"
+            ) from None
+        placed["state"] = ended.state
+    return placed

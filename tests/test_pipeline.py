@@ -1,4 +1,5 @@
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from cartridge import storage
 from cartridge.cli import app
+from cartridge.deploy.images import TRAINING_IMAGE
 from cartridge.serving.triton import TritonControl
 from cartridge.tracking import ensure_experiment, use_tracking
 from kfp_pipelines.runner import compile_pipeline, run_local
@@ -43,7 +45,7 @@ def test_compiled_yaml_is_a_pipeline_spec_with_the_cluster_settings(compiled):
     selfplay = json_format.MessageToDict(executors["exec-selfplay"])["container"]["resources"]
     assert selfplay["resourceCpuRequest"] == "1"  # one search thread, one onnxruntime thread
     images = {json_format.MessageToDict(e)["container"]["image"] for e in executors.values()}
-    assert images == {"reg/cartridge:1"}
+    assert images == {"reg/cartridge:1", TRAINING_IMAGE}  # training on the CUDA image
     assert "pip install" not in text  # install_kfp_package=False: nothing installed at run time
     # The exit task runs after the loop's group whatever its outcome. (Membership is
     # checked first: indexing a protobuf map creates the entry it looks up.)
@@ -72,11 +74,16 @@ def test_compile_command(tmp_path):
     assert (tmp_path / "cartridge-alphazero.yaml").is_file()
 
 
-def test_submit_creates_runs_through_kfp_client():
+def test_submit_creates_runs_of_a_named_pipeline_version_through_kfp_client():
     # No KFP cluster can run here: the client is the one mock in this suite.
     with mock.patch("kfp.Client") as client_class:
         client = client_class.return_value
-        client.create_run_from_pipeline_package.return_value.run_id = "run-1"
+        client.get_pipeline_id.return_value = None
+        client.upload_pipeline.return_value.pipeline_id = "pipe-1"
+        client.list_pipeline_versions.return_value.pipeline_versions = None
+        client.upload_pipeline_version.return_value.pipeline_version_id = "ver-1"
+        client.create_experiment.return_value.experiment_id = "exp-1"
+        client.run_pipeline.return_value.run_id = "run-1"
         result = runner.invoke(
             app,
             [
@@ -103,28 +110,66 @@ def test_submit_creates_runs_through_kfp_client():
             ],
         )
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout) == {"run_id": "run-1"}
+        placed = json.loads(result.stdout)
+        version = placed.pop("pipeline_version")
+        assert placed == {"pipeline_id": "pipe-1", "version_id": "ver-1", "run_id": "run-1"}
+        assert re.fullmatch(r"0\.1\.0-[0-9a-f]{12}", version)
         client_class.assert_called_once_with(host="http://kfp:8080")
-        _, kwargs = client.create_run_from_pipeline_package.call_args
-        assert kwargs["arguments"]["game"] == "connect4"
-        assert kwargs["arguments"]["shards"] == list(range(8))
-        assert kwargs["arguments"]["triton_url"] == "http://triton.cartridge.svc:8000"
-        assert kwargs["arguments"]["full_search_fraction"] == 0.25
-        assert kwargs["arguments"]["fast_simulations"] == 0
-        assert kwargs["arguments"]["search_value_weight"] == 0.5
-        assert kwargs["arguments"]["train_from"] == "champion"
-        assert kwargs["arguments"]["gate_solver_z"] == 0.02
-        assert kwargs["arguments"]["random_opening_plies"] == 8
-        assert kwargs["arguments"]["td_steps"] == 6
+        # The KFP UI lists the pipeline by name, each release a version of it.
+        assert client.upload_pipeline.call_args.kwargs["pipeline_name"] == "cartridge-alphazero"
+        package, name = client.upload_pipeline_version.call_args.args
+        assert name == version and client.upload_pipeline_version.call_args.kwargs == {
+            "pipeline_id": "pipe-1"
+        }
+        experiment_id, _ = client.run_pipeline.call_args.args
+        kwargs = client.run_pipeline.call_args.kwargs
+        assert experiment_id == "exp-1"
+        assert (kwargs["pipeline_id"], kwargs["version_id"]) == ("pipe-1", "ver-1")
+        arguments = kwargs["params"]
+        assert arguments["seed_with_run_id"] is True
+        assert arguments["game"] == "connect4"
+        assert arguments["shards"] == list(range(8))
+        assert arguments["triton_url"] == "http://triton.cartridge.svc:8000"
+        assert arguments["full_search_fraction"] == 0.25
+        assert arguments["fast_simulations"] == 0
+        assert arguments["search_value_weight"] == 0.5
+        assert arguments["train_from"] == "champion"
+        assert arguments["gate_solver_z"] == 0.02
+        assert arguments["random_opening_plies"] == 8
+        assert arguments["td_steps"] == 6
 
-        client.create_experiment.return_value.experiment_id = "exp-1"
+        # The same package again is the same version: nothing is uploaded twice.
+        client.get_pipeline_id.return_value = "pipe-1"
+        existing = mock.Mock(pipeline_version_id="ver-1")
+        client.list_pipeline_versions.return_value.pipeline_versions = [existing]
+        client.upload_pipeline.reset_mock()
+        client.upload_pipeline_version.reset_mock()
         client.create_recurring_run.return_value.recurring_run_id = "rec-1"
         result = runner.invoke(
             app, ["pipeline", "submit", "--host", "http://kfp:8080", "--cron", "0 0 */6 * * *"]
         )
-        assert json.loads(result.stdout) == {"recurring_run_id": "rec-1"}
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["recurring_run_id"] == "rec-1"
+        assert not client.upload_pipeline.called and not client.upload_pipeline_version.called
         _, kwargs = client.create_recurring_run.call_args
         assert kwargs["cron_expression"] == "0 0 */6 * * *" and kwargs["max_concurrency"] == 1
+        assert kwargs["no_catchup"] is True
+        assert (kwargs["pipeline_id"], kwargs["version_id"]) == ("pipe-1", "ver-1")
+
+
+def test_submit_refuses_a_cron_kfp_would_misread_before_contacting_it():
+    with mock.patch("kfp.Client") as client_class:
+        for cron, reason in (
+            ("0 */6 * * *", "KFP's cron has six, seconds first: did you mean '0 0 */6 * * *'?"),
+            ("0 0 25 * * *", "hour '25': 25 is outside 0-23"),
+            ("@every six hours", "bad duration"),
+        ):
+            result = runner.invoke(
+                app, ["pipeline", "submit", "--host", "http://kfp:8080", "--cron", cron]
+            )
+            assert result.exit_code == 2, result.output
+            assert reason in " ".join(result.output.split()), result.output
+        assert not client_class.called
 
 
 def _arguments(stack, game, **overrides):
@@ -154,7 +199,21 @@ def _pipeline_runs(stack, game):
     return client, client.search_runs([experiment_id], "tags.kind = 'pipeline'")
 
 
+def _served_requests(stack, game, version) -> float:
+    """Inference requests Triton answered with `version` of the game's model."""
+    import requests
+
+    text = requests.get(stack.triton_metrics_url, timeout=10).text
+    pattern = (
+        rf'^nv_inference_request_success\{{model="cartridge_{game}",version="{version}"\}} (\S+)$'
+    )
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
+    """Two iterations on Othello, self-play's network calls on the stack's Triton (the
+    first iteration has no champion yet and plays with uniform priors)."""
     fresh_served_model(use_tracking(stack_env.mlflow_url), stack_env, "othello")
     run_local(
         _arguments(
@@ -173,6 +232,7 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             random_opening_plies=4,
             td_steps=3,
             round_robin_versions=2,
+            selfplay_triton=f"grpc://{stack_env.triton_grpc_url}",
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
@@ -192,7 +252,8 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     metadata = storage.download_file(
         f"{shards[-1]}/shard-000/metadata.json", tmp_path / "metadata.json"
     )
-    config = json.loads(metadata.read_text())["config"]
+    shard = json.loads(metadata.read_text())
+    config = shard["config"]
     assert config["search"]["value_discount"] == 0.95
     assert (config["full_search_fraction"], config["fast_simulations"]) == (0.5, 3)
     assert (config["search_value_weight"], config["random_opening_plies"]) == (0.5, 4)
@@ -210,6 +271,11 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     assert second.data.tags["initial_weights"] == (
         f"models:/cartridge-othello/{first_version.version}"
     )
+    # Iteration 1's challenger won its gate; iteration 2 played it on Triton, pinned to
+    # its version (no model file in the step, so no file checksum in the shard).
+    assert shard["model"] == f"models:/cartridge-othello/{first_version.version}"
+    assert shard["model_sha256"] is None
+    assert _served_requests(stack_env, "othello", first_version.version) >= 8
     triton = storage.list_keys(f"s3://{stack_env.bucket}/triton/cartridge_othello")
     assert (
         f"s3://{stack_env.bucket}/triton/cartridge_othello/{champion.version}/model.onnx" in triton
@@ -403,3 +469,53 @@ def test_pipeline_run_prints_progress_and_keeps_kfp_logs_in_a_file(stack_env, is
     assert len(logs) == 1 and logs[0].name in shown
     full = logs[0].read_text()
     assert len(full.splitlines()) > 100 and "finished with status" in full
+
+
+def test_recurring_runs_play_new_games_and_local_runs_repeat_theirs(stack_env, tmp_path):
+    """What KFP hands the self-play step for its run id and `seed_with_run_id`: two runs
+    with the same seed play different games, unless the run id is left out."""
+    from cartridge.loop import selfplay_step
+    from cartridge.replay import read_metadata
+    from cartridge.settings import Endpoints, SelfPlaySettings
+
+    endpoints = Endpoints(
+        mlflow_tracking_uri=stack_env.mlflow_url,
+        s3_endpoint=stack_env.s3_url,
+        triton_url="",
+        replay_root=str(tmp_path / "replay"),
+        checkpoint_root=str(tmp_path / "checkpoints"),
+    )
+    settings = SelfPlaySettings(games=4, simulations=8)
+
+    def play(run_id, seed_with_run_id):
+        where = selfplay_step(
+            "tictactoe", 1, 0, "", settings=settings, endpoints=endpoints,
+            pipeline_run_id=run_id, seed=5, seed_with_run_id=seed_with_run_id,
+        )  # fmt: skip
+        metadata = read_metadata(where)
+        return metadata.seed, {name: info.sha256 for name, info in metadata.arrays.items()}
+
+    first, second = play("run-a", True), play("run-b", True)
+    assert first[0] != second[0] and first[1] != second[1]
+    assert play("run-c", False) == play("run-d", False)
+
+
+def test_the_run_id_reaches_the_seeds_in_the_compiled_pipeline(compiled):
+    spec, _, _ = compiled
+    parameters = json_format.MessageToDict(spec)["root"]["inputDefinitions"]["parameters"]
+    assert parameters["seed_with_run_id"]["defaultValue"] is True
+    for component in ("comp-selfplay", "comp-train"):
+        tasks = [
+            json_format.MessageToDict(task)
+            for name, dag in [("root", spec.root.dag)]
+            + [(n, c.dag) for n, c in spec.components.items()]
+            for task in dag.tasks.values()
+            if task.component_ref.name == component
+        ]
+        assert tasks, component
+        for task in tasks:
+            inputs = task["inputs"]["parameters"]
+            assert (
+                inputs["pipeline_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+            )
+            assert "seed_with_run_id" in inputs["seed_with_run_id"]["componentInputParameter"]

@@ -59,7 +59,7 @@ def test_the_pipeline_signature_is_derived_from_the_settings(tmp_path):
         next(yaml.safe_load_all(path.read_text())), pipeline_spec_pb2.PipelineSpec()
     )
     declared = spec.root.input_definitions.parameters
-    expected = {"game", "shards", "seed"}
+    expected = {"game", "shards", "seed", "seed_with_run_id"}
     for model in (*SETTING_GROUPS.values(), Endpoints):
         expected |= set(model.parameter_fields())
     assert set(declared) == expected
@@ -93,3 +93,20 @@ def test_every_setting_is_an_option_of_the_commands_that_take_it(path, groups):
     for group in groups:
         for name in SETTING_GROUPS[group].parameter_fields():
             assert "--" + name.replace("_", "-") in options, (path, name)
+
+
+def test_selfplay_triton_takes_a_grpc_address_or_nothing(tmp_path):
+    from cartridge.shard_writer import write_selfplay_shard
+
+    assert Endpoints().selfplay_triton == ""
+    assert Endpoints(selfplay_triton="grpc://triton.cartridge.svc:8001").selfplay_triton
+    for bad in ("triton.cartridge.svc:8001", "http://triton:8000", "grpc://triton", "grpc://:1"):
+        with pytest.raises(ValidationError, match="selfplay_triton"):
+            Endpoints(selfplay_triton=bad)
+    # Triton serves registry versions: a file or an alias cannot be pinned there.
+    for model in ("/tmp/model.onnx", "models:/cartridge-tictactoe@champion"):
+        with pytest.raises(ValueError, match="Triton evaluates registry models"):
+            write_selfplay_shard(
+                "tictactoe", str(tmp_path / "shard"), SelfPlaySettings(games=1),
+                model=model, triton="grpc://127.0.0.1:1",
+            )  # fmt: skip

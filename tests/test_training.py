@@ -564,3 +564,18 @@ def test_a_version_without_a_checkpoint_is_named_when_training_would_continue_fr
         _, version = log_and_register(client, onnx_models["tictactoe"][0], load("tictactoe"), {})
     with pytest.raises(FileNotFoundError, match=f"v{version} has no training checkpoint"):
         checkpoint_of(client, "tictactoe", version, tmp_path / "download")
+
+
+def test_runs_are_tagged_with_the_commit_the_code_was_built_from(monkeypatch):
+    import subprocess
+
+    from cartridge.training.trainer import git_commit
+
+    # An image has no .git: the commit it was built from arrives as a build argument.
+    monkeypatch.setenv("CARTRIDGE_GIT_COMMIT", "0123abc")
+    assert git_commit() == "0123abc"
+    monkeypatch.delenv("CARTRIDGE_GIT_COMMIT")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+    assert git_commit() == head

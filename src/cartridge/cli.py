@@ -827,7 +827,20 @@ def stack_env(config):
 IterationsOption = Annotated[
     int, typer.Option(min=1, help="Iterations unrolled into the pipeline.")
 ]
-ImageOption = Annotated[str | None, typer.Option(help="Component image (kfp + cartridge).")]
+ImageOption = Annotated[
+    str | None,
+    typer.Option(help="Image of every step but training (a version tag or @sha256 digest)."),
+]
+TrainingImageOption = Annotated[
+    str | None,
+    typer.Option(help="Training step's image, CUDA torch (a version tag or @sha256 digest)."),
+]
+TrainingGpusOption = Annotated[
+    int,
+    typer.Option(
+        min=0, max=16, help="GPUs the training step requests (0: none, it trains on the CPU)."
+    ),
+]
 
 
 @pipeline_app.command("compile")
@@ -836,21 +849,39 @@ def pipeline_compile(
     out: Annotated[Path, typer.Option(help="Directory for the pipeline YAML.")],
     iterations: IterationsOption = 3,
     image: ImageOption = None,
+    training_image: TrainingImageOption = None,
+    training_gpus: TrainingGpusOption = 1,
 ):
-    """Write the pipeline YAML for the KFP UI (or kfp.Client)."""
-    from kfp_pipelines.alphazero import DEFAULT_IMAGE
+    """Write the pipeline YAML for the KFP UI (or kfp.Client). Images default to this
+    release's (`cartridge.deploy.images`)."""
+    from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE
     from kfp_pipelines.runner import compile_pipeline
 
-    typer.echo(compile_pipeline(out, iterations, image or DEFAULT_IMAGE))
+    typer.echo(
+        compile_pipeline(
+            out,
+            iterations,
+            image or PIPELINE_IMAGE,
+            training_image or TRAINING_IMAGE,
+            training_gpus,
+        )
+    )
 
 
 RunSettings = ("selfplay", "training", "gate")
 ShardsOption = Annotated[int, typer.Option(min=1, help="Self-play shards per iteration.")]
 
 
-def _pipeline_arguments(game: GameName, shards: int, seed: int, endpoints, **groups) -> dict:
+def _pipeline_arguments(
+    game: GameName, shards: int, seed: int, seed_with_run_id: bool, endpoints, **groups
+) -> dict:
     """A run's pipeline arguments from the settings a command built."""
-    arguments = {"game": game.value, "shards": list(range(shards)), "seed": seed}
+    arguments = {
+        "game": game.value,
+        "shards": list(range(shards)),
+        "seed": seed,
+        "seed_with_run_id": seed_with_run_id,
+    }
     for settings in (*groups.values(), endpoints):
         arguments.update(settings.parameters())
     return arguments
@@ -871,9 +902,17 @@ def pipeline_run(
     verbose: Annotated[
         bool, typer.Option(help="kfp.local's own log on the terminal, not in a file.")
     ] = False,
+    selfplay_triton: Annotated[
+        bool,
+        typer.Option(
+            "--selfplay-triton",
+            help="Self-play sends its network calls to the stack's Triton (gRPC).",
+        ),
+    ] = False,
 ):
     """Run the pipeline with kfp.local against the local stack (`cartridge stack up`):
-    progress here, kfp.local's full log in a file (`--verbose`: all of it here)."""
+    progress here, kfp.local's full log in a file (`--verbose`: all of it here). Local
+    runs are reproducible from `--seed`; cluster runs also mix in their run id."""
     import time
 
     from cartridge.run_progress import PipelineProgress
@@ -896,9 +935,14 @@ def pipeline_run(
         triton_url=os.environ.get("CARTRIDGE_TRITON_URL", ""),
         replay_root=f"s3://{bucket}/replay",
         checkpoint_root=f"s3://{bucket}/checkpoints",
+        selfplay_triton=(
+            "grpc://" + os.environ.get("CARTRIDGE_TRITON_GRPC_URL", stack.triton_grpc_url)
+            if selfplay_triton
+            else ""
+        ),
     )
     arguments = _pipeline_arguments(
-        game, shards, seed, endpoints, selfplay=selfplay, training=training, gate=gate
+        game, shards, seed, False, endpoints, selfplay=selfplay, training=training, gate=gate
     )
     if verbose:
         run_local(arguments, iterations, stack.home / "kfp")
@@ -931,32 +975,70 @@ def pipeline_submit(
     shards: ShardsOption = 8,
     seed: int = 0,
     image: ImageOption = None,
+    training_image: TrainingImageOption = None,
+    training_gpus: TrainingGpusOption = 1,
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "cartridge",
-    cron: Annotated[str | None, typer.Option(help="Make it a recurring run (cron).")] = None,
+    cron: Annotated[
+        str | None,
+        typer.Option(
+            help="Make it a recurring run: KFP's six-field cron, seconds first "
+            "('0 0 */6 * * *': every 6 hours), or @daily, @every 6h."
+        ),
+    ] = None,
     mlflow_uri: Annotated[str | None, typer.Option(help="MLflow as the pods see it.")] = None,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3 as the pods see it.")] = None,
     triton_url: Annotated[
         str | None, typer.Option(help="Triton HTTP as the pods see it ('' to skip the reload).")
     ] = None,
+    selfplay_triton: Annotated[
+        str | None,
+        typer.Option(
+            help="Triton gRPC (grpc://HOST:PORT) for self-play's network calls, e.g. "
+            "grpc://triton.cartridge.svc:8001 (default: onnxruntime in each step)."
+        ),
+    ] = None,
+    wait: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Wait up to this many seconds for the run to end; exit 1 unless it "
+            "succeeded (0: return once it is created).",
+        ),
+    ] = 0,
 ):
-    """Create a run, or a recurring run with --cron, on a KFP cluster. Endpoints not
-    given are the in-cluster services of the manifests in kustomize/."""
+    """Upload the pipeline as a version of `cartridge-alphazero` and create a run of it,
+    or a recurring run with --cron, on a KFP cluster. Endpoints not given are the
+    in-cluster services of the manifests in kustomize/. Seeds mix in the KFP run id,
+    so recurring runs play new games."""
+    from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE
     from cartridge.settings import Endpoints
-    from kfp_pipelines.alphazero import DEFAULT_IMAGE
     from kfp_pipelines.runner import submit
 
     given = {
         "mlflow_tracking_uri": mlflow_uri,
         "s3_endpoint": s3_endpoint,
         "triton_url": triton_url,
+        "selfplay_triton": selfplay_triton,
     }
     endpoints = Endpoints(**{k: v for k, v in given.items() if v is not None})
     arguments = _pipeline_arguments(
-        game, shards, seed, endpoints, selfplay=selfplay, training=training, gate=gate
+        game, shards, seed, True, endpoints, selfplay=selfplay, training=training, gate=gate
     )
-    typer.echo(
-        json.dumps(submit(host, arguments, iterations, image or DEFAULT_IMAGE, experiment, cron))
+    placed = submit(
+        host,
+        arguments,
+        iterations,
+        experiment,
+        image=image or PIPELINE_IMAGE,
+        training_image=training_image or TRAINING_IMAGE,
+        training_gpus=training_gpus,
+        cron=cron,
+        wait_seconds=wait,
     )
+    typer.echo(json.dumps(placed))
+    if wait and placed.get("state") != "SUCCEEDED":
+        err_console.print(f"[red]error:[/red] run {placed['run_id']} ended {placed.get('state')}")
+        raise typer.Exit(1)
 
 
 @bench_app.command("mcts")

@@ -201,9 +201,14 @@ def selfplay_step(
     endpoints: Endpoints,
     pipeline_run_id: str,
     seed: int,
+    seed_with_run_id: bool = False,
 ) -> str:
     """Play one shard with the champion named by the `champion` URI (uniform priors
-    while there is none); returns where the shard is."""
+    while there is none); returns where the shard is. The champion runs here, or on
+    the Triton that `endpoints.selfplay_triton` names. The shard's seed comes from
+    `seed`, the iteration and the shard, and with `seed_with_run_id` the KFP run id
+    too, so recurring runs do not replay each other's games (`cartridge.seeds`)."""
+    from cartridge.seeds import derive_seed
     from cartridge.shard_writer import write_selfplay_shard
 
     destination = shard_location(
@@ -217,8 +222,11 @@ def selfplay_step(
             destination,
             settings,
             model=version_uri(game_name, version) or None,
-            seed=seed * 1000 + iteration * 100 + shard,
+            seed=derive_seed(
+                seed, pipeline_run_id if seed_with_run_id else "", "selfplay", iteration, shard
+            ),
             keep_existing=True,
+            triton=endpoints.selfplay_triton if version else "",
         )
     return destination
 
@@ -233,6 +241,8 @@ def train_step(
     pipeline_run_id: str,
     parent_run_id: str,
     seed: int,
+    seed_with_run_id: bool = False,
+    device: str = "auto",
 ) -> str:
     """Train on the game's last `window` iterations (this run's and, at its start, the
     previous runs') and register a challenger; a retry resumes from the step's
@@ -243,11 +253,17 @@ def train_step(
     restarts and the gate only decides which network plays self-play and is served.
     Restarting from the champion after a rejected challenger throws that
     iteration's training away. "champion" starts from the champion's weights, for
-    when the newest model is known bad (after a rollback)."""
+    when the newest model is known bad (after a rollback).
+
+    `device` "cuda" (what a step that requests a GPU passes) fails at once when no GPU
+    is visible, rather than training for hours on the CPU."""
     from cartridge.networks import network_for
+    from cartridge.seeds import derive_seed
     from cartridge.training import TrainConfig, resolve_window, train
     from cartridge.training import checkpoint as checkpoints
+    from cartridge.training.trainer import select_device
 
+    select_device(device)  # before anything is read or logged
     client = use_tracking(endpoints.mlflow_tracking_uri)
     champion_number = champion_version(client, game_name, champion)
     checkpoint_dir = storage.join(
@@ -257,8 +273,9 @@ def train_step(
         game=game_name,
         steps=settings.steps,
         batch_size=settings.batch_size,
-        seed=seed + iteration,
+        seed=derive_seed(seed, pipeline_run_id if seed_with_run_id else "", "train", iteration),
         network=network_for(game_name, settings.blocks, settings.channels),
+        device=device,
     )
     with (
         storage.endpoint(endpoints.s3_endpoint),

@@ -236,6 +236,13 @@ class Endpoints(Settings):
     )
     replay_root: str = "s3://cartridge/replay"
     checkpoint_root: str = "s3://cartridge/checkpoints"
+    selfplay_triton: str = Field(
+        "",
+        pattern=r"^(grpc://[^/:\s]+:\d+)?$",
+        description="Triton gRPC (grpc://HOST:PORT) that self-play sends its network calls "
+        "to, so many self-play pods share one batching GPU server ('' : each step runs the "
+        "champion itself with onnxruntime).",
+    )
 
 
 SETTING_GROUPS = {

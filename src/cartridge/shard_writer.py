@@ -8,11 +8,13 @@ retried pipeline step, kept as the step's result.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from cartridge import storage
+from cartridge.names import version_of
 from cartridge.replay import METADATA_FILE, ShardMetadata, sha256_file, write_shard
 from cartridge.settings import SelfPlaySettings
 
@@ -38,11 +40,17 @@ def write_selfplay_shard(
     threads: int = 1,
     keep_existing: bool = False,
     on_game_end: Callable[[int], None] | None = None,
+    triton: str = "",
 ) -> ShardMetadata | None:
     """Play `settings.games` games with `model` (an .onnx path or a `models:/` URI;
     without one, the `evaluator` spec) and write the shard to `destination`, a folder or
     an s3:// prefix. A destination that holds a shard already is an error, or with
-    `keep_existing` (a retried step) kept, and None returned."""
+    `keep_existing` (a retried step) kept, and None returned.
+
+    `triton` (grpc://HOST:PORT) sends the network calls of a `models:/NAME/N` model to
+    the Triton serving it, pinned to version N (refused while Triton serves another),
+    instead of running it in this process: many self-play pods then share one batching
+    GPU server."""
     from cartridge.evaluators import make_evaluator
     from cartridge.games import load
     from cartridge.selfplay import play_selfplay
@@ -56,13 +64,20 @@ def write_selfplay_shard(
         return None
     game = load(game_name)
     spec = model or evaluator
+    served = bool(triton and model and re.fullmatch(r"models:/[^/@]+/\d+", model))
+    if triton and not served:
+        raise ValueError(f"Triton evaluates registry models (models:/NAME/N), not {spec!r}")
     with tempfile.TemporaryDirectory(prefix="cartridge-selfplay-") as workdir:
-        model_file = _local_model(model, Path(workdir)) if model else None
+        model_file = _local_model(model, Path(workdir)) if model and not served else None
+        if served:
+            network = make_evaluator(f"triton:{triton}", game, version=version_of(model))
+        else:
+            network = make_evaluator(
+                str(model_file) if model_file else evaluator, game, threads=threads, seed=seed
+            )
         result = play_selfplay(
             game,
-            make_evaluator(
-                str(model_file) if model_file else evaluator, game, threads=threads, seed=seed
-            ),
+            network,
             settings.config(game, parallel_games=parallel_games),
             seed=seed,
             model=spec,

@@ -13,11 +13,14 @@ from cartridge.evaluators.simple import RolloutEvaluator, UniformEvaluator
 from cartridge.games import Game
 
 
-def make_evaluator(spec: str, game: Game, *, threads: int = 1, seed: int = 0) -> Evaluator:
+def make_evaluator(
+    spec: str, game: Game, *, threads: int = 1, seed: int = 0, version: str = ""
+) -> Evaluator:
     """`uniform`, `rollout`, a path to an ONNX model file, or `triton`.
 
     `triton` uses CARTRIDGE_TRITON_GRPC_URL (gRPC; `cartridge stack env` sets it);
-    `triton:grpc://HOST:PORT` or `triton:http://HOST:PORT` name the server."""
+    `triton:grpc://HOST:PORT` or `triton:http://HOST:PORT` name the server, and
+    `version` the model version it must answer with (any it serves when empty)."""
     if spec == "uniform":
         return UniformEvaluator(game)
     if spec == "rollout":
@@ -27,14 +30,14 @@ def make_evaluator(spec: str, game: Game, *, threads: int = 1, seed: int = 0) ->
 
         return OnnxEvaluator(game, Path(spec), threads=threads)
     if spec == "triton" or spec.startswith("triton:"):
-        return _triton_evaluator(spec, game)
+        return _triton_evaluator(spec, game, version)
     raise ValueError(
         f"unknown evaluator {spec!r}: use 'uniform', 'rollout', a .onnx path or "
         "'triton[:grpc://HOST:PORT|:http://HOST:PORT]'"
     )
 
 
-def _triton_evaluator(spec: str, game: Game) -> Evaluator:
+def _triton_evaluator(spec: str, game: Game, version: str = "") -> Evaluator:
     from cartridge.evaluators.triton_model import TritonEvaluator
 
     address = spec.removeprefix("triton").removeprefix(":")
@@ -51,7 +54,7 @@ def _triton_evaluator(spec: str, game: Game) -> Evaluator:
         raise ValueError(
             f"bad Triton address {address!r}: use grpc://HOST:PORT or http://HOST:PORT"
         )
-    return TritonEvaluator(game, host_port, protocol=protocol)
+    return TritonEvaluator(game, host_port, protocol=protocol, version=version)
 
 
 __all__ = ["Evaluator", "RolloutEvaluator", "UniformEvaluator", "make_evaluator"]

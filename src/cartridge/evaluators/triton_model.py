@@ -58,6 +58,8 @@ class TritonEvaluator:
     `timeout` bounds each call in seconds. `on_call(seconds, batch)` is told about
     every successful call (the web app turns it into a latency histogram).
     `last_version` is the model version that answered this thread's latest call.
+    `version` pins the model version asked for: Triton refuses the call (ModelUnavailable)
+    while it serves another, so a caller that must play one network never gets a mix.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class TritonEvaluator:
         model: str | None = None,
         timeout: float = 10.0,
         on_call: Callable[[float, int], None] | None = None,
+        version: str = "",
     ):
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
@@ -79,6 +82,7 @@ class TritonEvaluator:
         self.model = model or triton_model_name(game.name)
         self.timeout = timeout
         self.on_call = on_call
+        self.version = str(version or "")
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
@@ -111,11 +115,17 @@ class TritonEvaluator:
         try:
             if self.protocol == "grpc":
                 result = self._client().infer(
-                    self.model, [tensor], outputs=outputs, client_timeout=self.timeout
+                    self.model,
+                    [tensor],
+                    model_version=self.version,
+                    outputs=outputs,
+                    client_timeout=self.timeout,
                 )
                 self._local.version = result.get_response().model_version
             else:
-                result = self._client().infer(self.model, [tensor], outputs=outputs)
+                result = self._client().infer(
+                    self.model, [tensor], model_version=self.version, outputs=outputs
+                )
                 self._local.version = result.get_response().get("model_version")
         except InferenceServerException as error:
             raise self._classify(error) from error

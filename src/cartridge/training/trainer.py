@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import tempfile
@@ -66,13 +67,22 @@ class TrainResult:
 
 def select_device(preference: str) -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device 'cuda' requested but CUDA is not available")
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise TrainingError(
+            f"device 'cuda' requested but no GPU is visible (torch {torch.__version__}, "
+            f"{build}): run on the training image on a GPU node, or ask for device 'cpu'"
+        )
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(preference)
 
 
 def git_commit() -> str:
+    """The commit this code was built from: the image's CARTRIDGE_GIT_COMMIT (set at
+    build time, as images carry no .git), else the checkout's HEAD, else 'unknown'."""
+    built_from = os.environ.get("CARTRIDGE_GIT_COMMIT", "").strip()
+    if built_from:
+        return built_from
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"],
