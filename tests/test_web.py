@@ -338,3 +338,37 @@ def test_shutdown_stops_the_batching_threads(local_stack, served_champions):
     server.should_exit = True
     serving.join(timeout=30)
     assert not serving.is_alive() and len(dispatchers()) == before
+
+
+def test_web_memory_under_play_fits_every_overlays_limits(web, local_stack, served_champions):
+    """The web container's memory request and limit in each rendered overlay cover the
+    resident size measured here while 16 clients play whole games (the local web app
+    also runs the reconciler, so this is an upper bound for a cluster web pod)."""
+    from pathlib import Path
+
+    from cartridge.benchmarking.web_memory import web_memory_under_load
+    from cartridge.deploy.contract import Render, memory_problems
+
+    renders = sorted((Path(__file__).parents[1] / "build" / "validate" / "rendered").glob("*"))
+    assert len(renders) == 3, "no overlay renders: run `make validate` (part of `make test`)"
+    pid = _load_state(local_stack)["web"].pid
+    measured = web_memory_under_load(
+        web, pid, sorted(served_champions), clients=16, seconds=15, level=32
+    )
+    assert measured.requests > 100 and set(measured.statuses) == {200}, measured.as_dict()
+    for path in renders:
+        assert memory_problems(Render(path), "web", "web", measured.peak_mib) == []
+    # The check bites: a limit at the measured size without headroom is refused.
+    [problem] = memory_problems(_with_web_memory(renders[0], "256Mi"), "web", "web", 250)
+    assert "memory limit 256Mi is under 1.5x the 250 MiB" in problem
+
+
+def _with_web_memory(path, limit):
+    from cartridge.deploy.contract import Render
+
+    render = Render(path)
+    for workload in render.of_kind("Deployment"):
+        if workload["metadata"]["name"] == "web":
+            resources = workload["spec"]["template"]["spec"]["containers"][0]["resources"]
+            resources["limits"]["memory"] = limit
+    return render
