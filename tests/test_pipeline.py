@@ -199,18 +199,6 @@ def _pipeline_runs(stack, game):
     return client, client.search_runs([experiment_id], "tags.kind = 'pipeline'")
 
 
-def _served_requests(stack, game, version) -> float:
-    """Inference requests Triton answered with `version` of the game's model."""
-    import requests
-
-    text = requests.get(stack.triton_metrics_url, timeout=10).text
-    pattern = (
-        rf'^nv_inference_request_success\{{model="cartridge_{game}",version="{version}"\}} (\S+)$'
-    )
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
 def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     """Two iterations on Othello, self-play's network calls on the stack's Triton (the
     first iteration has no champion yet and plays with uniform priors)."""
@@ -272,10 +260,10 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
         f"models:/cartridge-othello/{first_version.version}"
     )
     # Iteration 1's challenger won its gate; iteration 2 played it on Triton, pinned to
-    # its version (no model file in the step, so no file checksum in the shard).
+    # its version: no model file in the step, so no file checksum in the shard. (Triton's
+    # request counters cannot tell: they go with the version when a newer one is served.)
     assert shard["model"] == f"models:/cartridge-othello/{first_version.version}"
     assert shard["model_sha256"] is None
-    assert _served_requests(stack_env, "othello", first_version.version) >= 8
     triton = storage.list_keys(f"s3://{stack_env.bucket}/triton/cartridge_othello")
     assert (
         f"s3://{stack_env.bucket}/triton/cartridge_othello/{champion.version}/model.onnx" in triton

@@ -214,3 +214,33 @@ def _champion_file(stack, version):
     return storage.download_file(
         f"s3://{stack.bucket}/triton/cartridge_tictactoe/{version}/model.onnx", target
     )
+
+
+def test_selfplay_of_a_registry_version_on_triton_is_pinned_to_it(
+    served_champions, stack_env, tmp_path
+):
+    """What the pipeline's self-play step does with `selfplay_triton`: the served
+    champion's version plays there; any other version is refused, not silently
+    replaced by the one Triton serves."""
+    from cartridge.evaluators.triton_model import ModelUnavailable
+    from cartridge.settings import SelfPlaySettings
+    from cartridge.shard_writer import write_selfplay_shard
+
+    version = served_champions["connect4"]
+    settings = SelfPlaySettings(games=2, simulations=8)
+    triton = f"grpc://{stack_env.triton_grpc_url}"
+    before = _inferences(stack_env, "cartridge_connect4")
+    played = write_selfplay_shard(
+        "connect4", str(tmp_path / "served"), settings,
+        model=f"models:/cartridge-connect4/{version}", triton=triton,
+    )  # fmt: skip
+    assert played.model == f"models:/cartridge-connect4/{version}"
+    assert played.model_sha256 is None  # no file here: Triton ran it
+    assert _inferences(stack_env, "cartridge_connect4") - before >= played.positions
+    other = str(int(version) + 1)
+    with pytest.raises(ModelUnavailable, match="does not serve"):
+        write_selfplay_shard(
+            "connect4", str(tmp_path / "other"), settings,
+            model=f"models:/cartridge-connect4/{other}", triton=triton,
+        )  # fmt: skip
+    assert not (tmp_path / "other").exists()  # nothing half-written
