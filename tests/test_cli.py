@@ -325,3 +325,21 @@ def test_play_in_the_terminal_explains_bad_moves():
     assert "malformed tictactoe move 'z9'" in result.output
     assert "perfect plays" in result.output
     assert result.output.strip().splitlines()[-1] in ("draw", "you lose")
+
+
+@pytest.mark.parametrize(
+    "arguments, reason",
+    [
+        (["promote", "--game", "tictactoe", "--version", "999"], "version=999) not found"),
+        (
+            ["arena", "--game", "tictactoe", "--games", "2", "--player2", "random",
+             "--player1", "models:/cartridge-tictactoe@nonexistent"],
+            "cartridge-tictactoe not found",
+        ),
+    ],
+)  # fmt: skip
+def test_what_the_registry_refuses_is_one_line(embedded_env, arguments, reason):
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: MLflow registry: ") and reason in result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1

@@ -1,4 +1,5 @@
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -92,6 +93,33 @@ def test_wrong_keys_are_rejected_with_a_clear_message(stack_env, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
     with pytest.raises(storage.StorageError, match="AWS_ACCESS_KEY_ID"):
         storage.list_keys(f"s3://{stack_env.bucket}/")
+
+
+def test_the_store_answers_only_with_the_keys(stack_env, tmp_path):
+    """Only the S3 port serves the bucket, and only with the stack's keys: SeaweedFS's
+    filer and volume ports refuse to read, list, write or delete anything unsigned."""
+    import requests
+
+    key = "guarded/triton/model.py"
+    storage.upload_file(
+        _write(tmp_path / "model.py", "print('served')\n"), f"s3://{stack_env.bucket}/{key}"
+    )
+    if shutil.which("minio"):
+        pytest.skip("MinIO serves S3 only: no filer or volume port to guard")
+    filer = f"http://{stack_env.host}:{stack_env.s3_port + 3}/buckets/{stack_env.bucket}"
+    volume = f"http://{stack_env.host}:{stack_env.s3_port + 2}/"
+    attempts = [
+        requests.get(f"{filer}/{key}", timeout=10),
+        requests.get(
+            f"{filer}/guarded/triton/", headers={"Accept": "application/json"}, timeout=10
+        ),
+        requests.put(f"{filer}/guarded/triton/model.py", data=b"import os", timeout=10),
+        requests.delete(f"{filer}/{key}", timeout=10),
+        requests.get(f"{volume}1,01637037d6", timeout=10),
+    ]
+    assert [a.status_code for a in attempts] == [401] * 5, [a.text[:80] for a in attempts]
+    again = storage.download_file(f"s3://{stack_env.bucket}/{key}", tmp_path / "again.py")
+    assert again.read_text() == "print('served')\n"
 
 
 def test_deleted_folders_are_no_longer_listed(stack_env, tmp_path):

@@ -187,8 +187,24 @@ def _friendly_errors(command):
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
             err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Exception as error:
+            reason = _registry_refusal(error)
+            if reason is None:
+                raise
+            err_console.print(f"[red]error:[/red] {reason}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _registry_refusal(error: Exception) -> str | None:
+    """The registry's own sentence for what it refused (a version or alias that does
+    not exist, a bad name); None for anything else. MLflow is imported only by the
+    commands that use it, so its exception type is matched by module."""
+    if not type(error).__module__.startswith("mlflow."):
+        return None
+    message = getattr(error, "message", None) or str(error)
+    return f"MLflow registry: {message.strip().splitlines()[0]}"
 
 
 def _connect(home: Path | None = None):

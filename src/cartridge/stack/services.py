@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import sysconfig
@@ -110,13 +111,14 @@ def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
         )
     identities = (config.stack_dir / "s3-identities.json").resolve()
     sockets = (config.stack_dir / "run").resolve()
+    # weed reads security.toml from its working directory (the stack directory).
+    security = (config.stack_dir / "security.toml").resolve()
 
     def prepare() -> None:
         data.mkdir(parents=True, exist_ok=True)
         sockets.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(identities, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(seaweed_identities(credentials))
+        _write_private(identities, seaweed_identities(credentials))
+        _write_private(security, seaweed_security())
 
     # weed mini runs master, volume, filer, S3 and admin servers; pin every port
     # (gRPC ones included) next to the S3 port so stacks side by side never collide.
@@ -170,6 +172,23 @@ def object_store(config: StackConfig, credentials: Credentials) -> ServiceSpec:
         healthy=lambda: s3_answers(config, credentials),
         prepare=prepare,
     )
+
+
+def seaweed_security() -> str:
+    """SeaweedFS's security.toml with fresh signing keys. Only the S3 port checks the
+    stack's access keys; without these, the filer and volume HTTP ports read, write and
+    delete the bucket's objects (the Triton repository's model.py among them) for any
+    local process. With them, both refuse requests without a JWT signed by these keys,
+    which only SeaweedFS's own servers hold. New keys at every start: they sign access,
+    not data."""
+    sections = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+    return "".join(f'[{name}]\nkey = "{secrets.token_hex(32)}"\n\n' for name in sections)
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
 
 
 def mlflow_server(config: StackConfig, credentials: Credentials) -> ServiceSpec:
