@@ -285,3 +285,58 @@ def test_selfplay_config_validation():
     with pytest.raises(ValueError):
         SelfPlayConfig.for_game(game, 10, 10, parallel_games=0)
     assert SelfPlayConfig.for_game(game, 1, 1).search.dirichlet_epsilon == 0.25
+
+
+def test_an_interrupted_shard_is_skipped_reported_and_rewritten(stack_env, tmp_path, caplog):
+    """A shard is whole only once its metadata, written last, is there: what a killed
+    step or a vanished store leaves is never read as a shard, the replay window says
+    it skipped it, and the step's retry replaces it with a whole one."""
+    import uuid
+
+    from cartridge import storage
+    from cartridge.settings import SelfPlaySettings
+    from cartridge.shard_writer import holds_shard, write_selfplay_shard
+    from cartridge.training.data import resolve_window
+
+    root = f"s3://{stack_env.bucket}/interrupted-{uuid.uuid4().hex[:8]}"
+    whole, broken = f"{root}/iter-000001/shard-000", f"{root}/iter-000001/shard-001"
+    settings = SelfPlaySettings(games=2, simulations=8)
+    write_selfplay_shard("tictactoe", whole, settings, seed=1)
+    # What an upload cut off before its metadata leaves: arrays and no metadata.json.
+    local = tmp_path / "partial"
+    write_shard(local, make_shard(games=2, sims=8, seed=2))
+    for name in ("planes.npy", "policy.npy"):
+        storage.upload_file(local / name, f"{broken}/{name}")
+    assert not holds_shard(broken)
+    with caplog.at_level("WARNING"):
+        assert resolve_window(root, 1) == [whole]
+    assert "skipping 1 uncommitted shard" in caplog.text and broken in caplog.text
+    # The retry (keep_existing, as a retried pipeline step) writes a whole shard there.
+    played = write_selfplay_shard("tictactoe", broken, settings, seed=2, keep_existing=True)
+    assert played is not None and holds_shard(broken)
+    assert resolve_window(root, 1) == [whole, broken]
+    # A whole shard is kept on a retry, and refused otherwise.
+    assert write_selfplay_shard("tictactoe", broken, settings, keep_existing=True) is None
+    with pytest.raises(FileExistsError, match="immutable"):
+        write_selfplay_shard("tictactoe", broken, settings)
+
+
+def test_a_corrupt_shard_in_the_store_is_named_by_its_uri(stack_env, tmp_path):
+    import uuid
+
+    from typer.testing import CliRunner
+
+    from cartridge import storage
+    from cartridge.cli import app
+
+    uri = f"s3://{stack_env.bucket}/corrupt-{uuid.uuid4().hex[:8]}/shard-000"
+    local = tmp_path / "shard"
+    write_shard(local, make_shard(games=2, sims=8))
+    data = bytearray((local / "outcome.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (local / "outcome.npy").write_bytes(bytes(data))
+    storage.upload_dir(local, uri)
+    result = CliRunner().invoke(app, ["shard", "inspect", uri])
+    assert result.exit_code == 2
+    assert f"{uri}/outcome.npy fails its sha256 check" in " ".join(result.output.split())
+    assert "cartridge-inspect-" not in result.output

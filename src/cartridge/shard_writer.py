@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +23,24 @@ log = logging.getLogger(__name__)
 
 
 def holds_shard(destination: str) -> bool:
-    """Whether anything was written at `destination` already."""
+    """Whether a whole shard is at `destination`: its metadata, written last, is there."""
     if storage.is_s3(destination):
-        return bool(storage.list_keys(destination))
+        return storage.join(destination, METADATA_FILE) in storage.list_keys(destination)
     return (Path(destination) / METADATA_FILE).exists()
+
+
+def _clear_uncommitted(destination: str) -> None:
+    """Remove what an interrupted write left at `destination` (files without the
+    metadata that completes a shard), so the retry writes a whole shard there."""
+    if storage.is_s3(destination):
+        removed = storage.delete_prefix(destination)
+    else:
+        folder = Path(destination)
+        removed = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+        if removed:
+            shutil.rmtree(folder)
+    if removed:
+        log.warning("removed %d file(s) of an uncommitted shard at %s", removed, destination)
 
 
 def write_selfplay_shard(
@@ -62,6 +77,7 @@ def write_selfplay_shard(
             )
         log.info("shard %s already written (a retry); keeping it", destination)
         return None
+    _clear_uncommitted(destination)
     game = load(game_name)
     spec = model or evaluator
     served = bool(triton and model and re.fullmatch(r"models:/[^/@]+/\d+", model))

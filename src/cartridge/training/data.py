@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,8 @@ import numpy as np
 
 from cartridge import storage
 from cartridge.replay import METADATA_FILE, ReplayShard, ShardError, read_shard
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -57,6 +60,16 @@ def resolve_window(replay_root: str, window: int) -> list[str]:
         shard = path.rsplit("/", 1)[0]
         played[shard] = max(played.get(shard, 0.0), modified)
     shards = [shard for shard in played if f"{shard}/{METADATA_FILE}" in files]
+    # A shard's metadata is written last: without it, the write was interrupted (a
+    # killed step, a store that went away) and the shard is not one yet.
+    uncommitted = sorted(set(played) - set(shards))
+    if uncommitted:
+        log.warning(
+            "skipping %d uncommitted shard(s) (no %s; an interrupted write): %s",
+            len(uncommitted),
+            METADATA_FILE,
+            ", ".join(uncommitted),
+        )
     iterations: dict[str, float] = {}
     for shard in shards:
         iteration = shard.rsplit("/", 1)[0]
@@ -77,7 +90,10 @@ def open_shard(location: str, workdir: Path) -> ReplayShard:
             storage.download_dir(location, local)
         except storage.StorageError as error:
             raise DataError(f"cannot fetch shard {location}: {error}") from error
-        return read_shard(local)
+        try:
+            return read_shard(local)
+        except ShardError as error:  # name the shard the user gave, not our copy
+            raise ShardError(str(error).replace(str(local), location)) from None
     return read_shard(location)
 
 
