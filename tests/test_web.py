@@ -301,43 +301,80 @@ def test_control_calls_have_deadlines_and_share_no_lock(tmp_path):
             control.close()
 
 
+class _ServedCopy:
+    """A second copy of the web app under uvicorn in this process, on the session's
+    Triton and MLflow, with its own settings."""
+
+    def __init__(self, local_stack, **settings):
+        import socket
+
+        import uvicorn
+
+        from cartridge.web.app import WebSettings, create_app
+
+        config = WebSettings(
+            triton_url=local_stack.triton_url,
+            triton_grpc_url=local_stack.triton_grpc_url,
+            tracking_uri=local_stack.mlflow_url,
+            reconcile_seconds=0,
+            **settings,
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+        )
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "the app copy did not start"
+        return self
+
+    def __exit__(self, *_):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
 def test_shutdown_stops_the_batching_threads(local_stack, served_champions):
-    # A second copy of the app under uvicorn in this process: stopping the server runs
-    # FastAPI's shutdown, which must let each batcher finish and stop its threads.
-    import socket
-    import threading
-
-    import uvicorn
-
-    from cartridge.web.app import WebSettings, create_app
-
-    settings = WebSettings(
-        triton_url=local_stack.triton_url,
-        triton_grpc_url=local_stack.triton_grpc_url,
-        tracking_uri=local_stack.mlflow_url,
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-
+    # Stopping the server runs FastAPI's shutdown, which must let each batcher finish
+    # and stop its threads.
     def dispatchers():
         return [t for t in threading.enumerate() if t.name.startswith("batching-evaluator")]
 
     before = len(dispatchers())
-    serving = threading.Thread(target=server.run, daemon=True)
-    serving.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    reply = move(f"http://127.0.0.1:{port}", {"game": "connect4", "moves": [3], "level": 16})
-    assert reply.status_code == 200, reply.text
-    assert len(dispatchers()) > before
-    server.should_exit = True
-    serving.join(timeout=30)
-    assert not serving.is_alive() and len(dispatchers()) == before
+    copy = _ServedCopy(local_stack)
+    with copy:
+        reply = move(copy.url, {"game": "connect4", "moves": [3], "level": 16})
+        assert reply.status_code == 200, reply.text
+        assert len(dispatchers()) > before
+    assert not copy.thread.is_alive() and len(dispatchers()) == before
+
+
+def test_past_the_pending_bound_moves_are_shed_with_retry_after(local_stack, served_champions):
+    """Admission control: with room for two moves at once, a burst of 24 gets 200s and
+    quick 503s with Retry-After, nothing else, and the app serves normally afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"game": "connect4", "moves": [3], "level": 800}
+    with _ServedCopy(local_stack, max_pending_moves=2) as copy:
+        with ThreadPoolExecutor(24) as pool:
+            replies = list(pool.map(lambda _: move(copy.url, body), range(24)))
+        statuses = [r.status_code for r in replies]
+        assert set(statuses) == {200, 503}, statuses
+        shed = [r for r in replies if r.status_code == 503]
+        assert all(r.headers["Retry-After"] == "1" for r in shed)
+        assert all(r.json()["detail"].startswith("busy:") for r in shed)
+        assert statuses.count(200) >= 2
+        metrics = requests.get(f"{copy.url}/metrics", timeout=10).text
+        assert f'cartridge_errors_total{{kind="overloaded"}} {float(len(shed))}' in metrics
+        assert "cartridge_pending_moves 0.0" in metrics
+        assert move(copy.url, body).status_code == 200
 
 
 def test_web_memory_under_play_fits_every_overlays_limits(web, local_stack, served_champions):

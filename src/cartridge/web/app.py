@@ -52,6 +52,11 @@ class WebSettings(BaseModel):
     tracking_uri: str | None = None
     max_body_bytes: int = Field(16 * 1024, ge=256)
     retry_after_seconds: int = Field(5, ge=1)
+    # Moves being searched or waiting for a worker thread at once; past it, a move is
+    # answered 503 with Retry-After at once, so latency stays bounded under overload
+    # instead of every client waiting in one growing queue.
+    max_pending_moves: int = Field(64, ge=1)
+    busy_retry_after_seconds: int = Field(1, ge=1)
     stats_cache_seconds: float = Field(10.0, ge=0)
     # What Triton serves follows the registry's `champion` aliases: a pass this often
     # (0: no reconciling here, e.g. where a reconciler Deployment does it).
@@ -70,6 +75,7 @@ class WebSettings(BaseModel):
             "reconcile_seconds": os.environ.get("CARTRIDGE_RECONCILE_SECONDS"),
             "webhook_secret": os.environ.get("CARTRIDGE_WEBHOOK_SECRET"),
             "webhook_url": os.environ.get("CARTRIDGE_WEBHOOK_URL"),
+            "max_pending_moves": os.environ.get("CARTRIDGE_MAX_PENDING_MOVES"),
         }
         values.update(overrides)
         return cls(**{k: v for k, v in values.items() if v is not None})
@@ -238,6 +244,28 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
             raise ServiceUnavailable("mlflow", reason) from error
         except OSError as error:
             raise ServiceUnavailable("mlflow", f"MLflow is not reachable: {error}") from error
+
+    pending = {"moves": 0}  # changed on the event loop only: no lock needed
+
+    @app.middleware("http")
+    async def admit(request: Request, call_next):
+        """Shed moves past `max_pending_moves` before they queue for a worker thread."""
+        if request.url.path != "/api/move" or request.method != "POST":
+            return await call_next(request)
+        if pending["moves"] >= settings.max_pending_moves:
+            metrics.errors.labels("overloaded").inc()
+            return JSONResponse(
+                {"detail": f"busy: {pending['moves']} moves are being searched; retry shortly"},
+                status_code=503,
+                headers={"Retry-After": str(settings.busy_retry_after_seconds)},
+            )
+        pending["moves"] += 1
+        metrics.pending_moves.set(pending["moves"])
+        try:
+            return await call_next(request)
+        finally:
+            pending["moves"] -= 1
+            metrics.pending_moves.set(pending["moves"])
 
     @app.middleware("http")
     async def record(request: Request, call_next):

@@ -3,7 +3,7 @@ workers) never collide in the global one."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TRITON_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
@@ -41,8 +41,13 @@ class WebMetrics:
         self.errors = Counter(
             "cartridge_errors",
             "Requests that failed, by kind (bad_request, triton_unavailable, "
-            "mlflow_unavailable, no_champion, bad_signature, internal).",
+            "mlflow_unavailable, no_champion, bad_signature, overloaded, internal).",
             ["kind"],
+            registry=self.registry,
+        )
+        self.pending_moves = Gauge(
+            "cartridge_pending_moves",
+            "Moves being searched or waiting for a worker thread.",
             registry=self.registry,
         )
         self.webhooks = Counter(
