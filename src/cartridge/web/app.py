@@ -338,7 +338,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
 
-    add_metrics_route(app, metrics)
+    add_metrics_route(app, metrics, reconciler)
 
     add_webhook_route(app, settings, reconciler, metrics)
 
@@ -424,13 +424,16 @@ def _answer_quickly_from_mlflow() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
-def add_metrics_route(app: FastAPI, metrics: WebMetrics) -> None:
-    """GET /metrics: the app's own Prometheus registry."""
+def add_metrics_route(app: FastAPI, metrics: WebMetrics, reconciler=None) -> None:
+    """GET /metrics: the app's own Prometheus registry, with the serving state of the
+    reconciler's latest passes where this app runs one."""
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        if reconciler is not None:
+            metrics.record_serving(list(reconciler.last.values()))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -507,7 +510,7 @@ def create_reconciler_app(settings: WebSettings | None = None) -> FastAPI:
         """Each game's latest pass: the registry's champion, what Triton serves, why not."""
         return {game: outcome.model_dump() for game, outcome in sorted(reconciler.last.items())}
 
-    add_metrics_route(app, metrics)
+    add_metrics_route(app, metrics, reconciler)
 
     add_webhook_route(app, settings, reconciler, metrics)
     return app

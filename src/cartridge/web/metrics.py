@@ -10,6 +10,13 @@ TRITON_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
 
 
 class WebMetrics:
+    def record_serving(self, outcomes) -> None:
+        """Each game's latest reconcile outcome (`GameServing`) as gauges."""
+        for outcome in outcomes:
+            self.serving_in_sync.labels(outcome.game).set(1 if outcome.in_sync else 0)
+            champion = int(outcome.champion) if outcome.champion else 0
+            self.champion_version.labels(outcome.game).set(champion)
+
     def __init__(self):
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -48,6 +55,20 @@ class WebMetrics:
         self.pending_moves = Gauge(
             "cartridge_pending_moves",
             "Moves being searched or waiting for a worker thread.",
+            registry=self.registry,
+        )
+        self.serving_in_sync = Gauge(
+            "cartridge_serving_in_sync",
+            "1 when Triton serves the registry's champion for the game, after the latest "
+            "reconcile pass (0: not yet, refused, or a server did not answer).",
+            ["game"],
+            registry=self.registry,
+        )
+        self.champion_version = Gauge(
+            "cartridge_champion_version",
+            "The registry's champion version for the game (0: none), as the latest "
+            "reconcile pass read it; a promotion changes it.",
+            ["game"],
             registry=self.registry,
         )
         self.webhooks = Counter(
