@@ -1,6 +1,7 @@
 """The web API, served by the session stack's real web app in front of its real Triton
 and MLflow."""
 
+import json
 import os
 import signal
 import threading
@@ -409,3 +410,37 @@ def _with_web_memory(path, limit):
             resources = workload["spec"]["template"]["spec"]["containers"][0]["resources"]
             resources["limits"]["memory"] = limit
     return render
+
+
+def test_error_answers_are_the_ones_the_openapi_spec_documents(web):
+    """Each way a request can be refused answers a status the route's OpenAPI entry
+    lists, with a body of the model it names: clients generated from the spec (and
+    schema-based fuzzers) get what they were promised."""
+    from cartridge.web.app import ErrorReply, InvalidRequestReply
+
+    spec = requests.get(f"{web}/openapi.json", timeout=30).json()
+    models = {"ErrorReply": ErrorReply, "InvalidRequestReply": InvalidRequestReply}
+    json_header = {"content-type": "application/json"}
+    cases = [
+        ("post", "/api/move", {"json": {"game": "chess", "moves": []}}, 422),
+        ("post", "/api/move", {"json": {"game": "tictactoe", "moves": [4, 4]}}, 400),
+        ("post", "/api/move", {"json": {"game": "tictactoe", "level": 0}}, 422),
+        ("post", "/api/move", {"data": b'{"game": "tictactoe"', "headers": json_header}, 422),
+        ("post", "/api/move", {"data": b"\xff\xfe{}", "headers": json_header}, 422),
+        ("post", "/api/move", {"data": b"[" * 10_000, "headers": json_header}, 422),
+        ("post", "/api/move", {"data": b"[" * 40_000, "headers": json_header}, 413),
+        ("post", "/api/state", {"json": {"game": "tictactoe", "moves": [9]}}, 400),
+        ("get", "/api/games/{game}", {"path": "/api/games/chess"}, 404),
+        ("get", "/api/model/{game}", {"path": "/api/model/chess"}, 422),
+        ("get", "/api/stats/{game}", {"path": "/api/stats/chess"}, 422),
+        ("post", "/api/webhooks/mlflow", {"data": b"{}", "headers": json_header}, 401),
+    ]
+    for method, route, request, expected in cases:
+        path = request.pop("path", route)
+        answer = requests.request(method, f"{web}{path}", timeout=30, **request)
+        assert answer.status_code == expected, (route, request, answer.text)
+        documented = spec["paths"][route][method]["responses"]
+        assert str(expected) in documented, (route, expected, sorted(documented))
+        schema = documented[str(expected)]["content"]["application/json"]["schema"]
+        models[schema["$ref"].rsplit("/", 1)[-1]].model_validate(answer.json())
+    assert "HTTPValidationError" not in json.dumps(spec["paths"])

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -98,6 +98,44 @@ class MoveReply(BaseModel):
     value: float
     model_version: str | None
     position: bot.Position
+
+
+class ErrorReply(BaseModel):
+    """Every error answer: what went wrong, in a sentence."""
+
+    detail: str
+
+
+class InvalidRequestReply(ErrorReply):
+    """A request that failed validation: the sentence, and pydantic's entries."""
+
+    errors: list[dict[str, Any]] = []
+
+
+_ERROR_MEANINGS = {
+    400: "Illegal moves, or a move after the end of the game.",
+    401: "The delivery's signature is missing or wrong.",
+    404: "No such game, or webhooks are not enabled here.",
+    409: "The game has no champion yet.",
+    413: "The body is larger than the limit.",
+    422: "A body that is not JSON, wrong types, an unknown game or out-of-range values.",
+    503: "Triton or MLflow does not answer, or too many moves are pending: "
+    "retry after Retry-After seconds.",
+}
+
+
+FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route gives, with their body models."""
+    return {
+        code: {
+            "model": InvalidRequestReply if code == 422 else ErrorReply,
+            "description": _ERROR_MEANINGS[code],
+        }
+        for code in codes
+    }
 
 
 class ServiceUnavailable(Exception):
@@ -305,6 +343,14 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 400 and error.detail == FASTAPI_UNPARSABLE_BODY:
+            # FastAPI's own answer for a body json cannot take at all (nesting too
+            # deep): bad JSON like any other, so the same 422 and model.
+            metrics.errors.labels("bad_request").inc()
+            return JSONResponse(
+                {"detail": "request body is not valid JSON (it could not be parsed)"},
+                status_code=422,
+            )
         return JSONResponse(
             {"detail": error.detail}, status_code=error.status_code, headers=error.headers
         )
@@ -323,7 +369,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         """The process answers (liveness)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", tags=["operations"], responses=error_responses(503))
     def readyz() -> JSONResponse:
         """Triton and MLflow answer (readiness): 200, else 503 naming what is down."""
         triton = app.state.control.ready()
@@ -347,7 +393,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         """Every game: board size, actions, players and rules."""
         return {"games": [bot.game_info(load(name)) for name in GAME_NAMES]}
 
-    @app.get("/api/games/{game}", tags=["games"])
+    @app.get("/api/games/{game}", tags=["games"], responses=error_responses(404, 422))
     def game(game: str) -> dict:
         """One game's board size, action numbering, players and rules."""
         if game not in GAME_NAMES:
@@ -356,12 +402,12 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
             )
         return bot.game_info(load(game))
 
-    @app.post("/api/state", tags=["play"])
+    @app.post("/api/state", tags=["play"], responses=error_responses(400, 413, 422))
     def state(request: StateRequest) -> bot.Position:
         """Replay and validate the moves; the board, legal actions and result after them."""
         return bot.position(request.game, request.moves)
 
-    @app.post("/api/move", tags=["play"])
+    @app.post("/api/move", tags=["play"], responses=error_responses(400, 409, 413, 422, 503))
     def move(request: MoveRequest) -> MoveReply:
         """The champion's reply to the position after `moves`: a search of `level`
         simulations whose network calls go to Triton."""
@@ -385,7 +431,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
             position=reply.position,
         )
 
-    @app.get("/api/model/{game}", tags=["model"])
+    @app.get("/api/model/{game}", tags=["model"], responses=error_responses(422, 503))
     def model(game: GameName) -> dict:
         """The champion's lineage: registry version, promotion time, arena results, the
         MLflow run and parameters, and the version Triton serves. `champion` is null
@@ -401,7 +447,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
             lineage["in_sync"] = lineage["triton"]["version"] == lineage["version"]
         return {"game": game, "champion": lineage}
 
-    @app.get("/api/stats/{game}", tags=["model"])
+    @app.get("/api/stats/{game}", tags=["model"], responses=error_responses(422, 503))
     def stats(game: GameName) -> dict:
         """Training curves (losses by cumulative step) and arena results by version."""
         from cartridge.serving.lineage import training_stats
@@ -456,7 +502,12 @@ def make_reconciler(settings: WebSettings):
 def add_webhook_route(app: FastAPI, settings: WebSettings, reconciler, metrics) -> None:
     """POST /api/webhooks/mlflow, answered by the web app and the reconciler alike."""
 
-    @app.post("/api/webhooks/mlflow", tags=["operations"], status_code=202)
+    @app.post(
+        "/api/webhooks/mlflow",
+        tags=["operations"],
+        status_code=202,
+        responses=error_responses(401, 404, 413),
+    )
     async def mlflow_webhook(request: Request) -> dict:
         """MLflow's registry webhook: a `champion` alias moved, so serving follows now
         rather than at the next periodic pass. Deliveries must carry a valid
