@@ -239,10 +239,10 @@ def build_components(image: str = PIPELINE_IMAGE, training_image: str = TRAINING
     }
 
 
-def _step(task, name: str):
+def _step(task):
     """A task as every step needs it: S3 keys from a Kubernetes secret on a cluster
-    (locally the environment has them) and its deadline."""
-    kubernetes.set_timeout(task, STEP_TIMEOUTS[name])
+    (locally the environment has them) and its step's deadline."""
+    kubernetes.set_timeout(task, STEP_TIMEOUTS[task.component_spec.name])
     return kubernetes.use_secret_as_env(
         task,
         secret_name=CREDENTIALS_SECRET,
@@ -314,9 +314,7 @@ def build_pipeline(
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # The exit task may not consume other tasks' outputs: it finds the pipeline's
         # MLflow run by the KFP run id instead.
-        closer = _step(
-            ops["finish"](game=game, pipeline_run_id=run_id, endpoints=endpoints), "finish"
-        )
+        closer = _step(ops["finish"](game=game, pipeline_run_id=run_id, endpoints=endpoints))
         with dsl.ExitHandler(closer, name="alphazero-loop"):
             start = _step(
                 ops["begin"](
@@ -327,8 +325,7 @@ def build_pipeline(
                     training=group["training"],
                     gate=group["gate"],
                     endpoints=endpoints,
-                ),
-                "begin",
+                )
             )
             start.set_caching_options(False)
             champion = ""  # the first iteration reads the registry's champion, if any
@@ -336,8 +333,7 @@ def build_pipeline(
                 fanout = _step(
                     ops["plan"](
                         game=game, champion=champion, shards=run["shards"], endpoints=endpoints
-                    ),
-                    "plan",
+                    )
                 )
                 fanout.set_display_name(f"plan {i}").set_caching_options(False)
                 fanout.after(start)
@@ -355,8 +351,7 @@ def build_pipeline(
                             pipeline_run_id=run_id,
                             seed=seed,
                             seed_with_run_id=fresh_seeds,
-                        ),
-                        "selfplay",
+                        )
                     )
                     play.set_display_name(f"selfplay {i}").set_caching_options(False)
                     # One shard is one thread of search and one onnxruntime thread
@@ -377,8 +372,7 @@ def build_pipeline(
                         seed=seed,
                         seed_with_run_id=fresh_seeds,
                         device="cuda" if training_gpus else "cpu",
-                    ),
-                    "train",
+                    )
                 )
                 learn.set_display_name(f"train {i}").set_caching_options(False)
                 learn.set_cpu_request("4").set_cpu_limit("8")
@@ -393,20 +387,18 @@ def build_pipeline(
                         settings=group["gate"],
                         endpoints=endpoints,
                         seed=seed,
-                    ),
-                    "arena",
+                    )
                 )
                 judge.set_display_name(f"arena {i}").set_caching_options(False)
                 judge.set_cpu_request("2").set_memory_request("2Gi")
                 with dsl.If(judge.output == True, name=f"gate-passed-{i}"):  # noqa: E712
                     crown = _step(
-                        ops["promote"](game=game, challenger=learn.output, endpoints=endpoints),
-                        "promote",
+                        ops["promote"](game=game, challenger=learn.output, endpoints=endpoints)
                     )
                     crown.set_display_name(f"promote {i}").set_caching_options(False)
                     crown.set_retry(num_retries=3)
                 with dsl.Else(name=f"gate-failed-{i}"):
-                    hold = _step(ops["keep"](game=game, endpoints=endpoints), "keep")
+                    hold = _step(ops["keep"](game=game, endpoints=endpoints))
                     hold.set_display_name(f"keep champion {i}").set_caching_options(False)
                 champion = dsl.OneOf(crown.output, hold.output)
                 # What the KFP UI shows of the iteration: metrics, a summary, the model.
@@ -418,8 +410,7 @@ def build_pipeline(
                         champion=champion,
                         endpoints=endpoints,
                         pipeline_run_id=run_id,
-                    ),
-                    "report",
+                    )
                 )
                 summary.set_display_name(f"report {i}").set_caching_options(False)
 

@@ -111,20 +111,10 @@ def test_training_runs_on_the_cuda_image_and_insists_on_a_gpu(compiled):
     train = executors["exec-train"]["container"]["resources"]["accelerator"]
     assert (train["resourceType"], train["resourceCount"]) == ("nvidia.com/gpu", "1")
     assert kubernetes["exec-train"]["nodeSelector"]["labels"] == {"cartridge/pool": "gpu"}
-    tasks = _tasks_calling(spec, "comp-train")
+    tasks = contract.CompiledPipeline.read(compiled).tasks_calling("comp-train")
     assert tasks and all(
         t["inputs"]["parameters"]["device"]["runtimeValue"]["constant"] == "cuda" for t in tasks
     )
-
-
-def _tasks_calling(spec, component):
-    dags = [spec["root"]["dag"], *(c.get("dag", {}) for c in spec["components"].values())]
-    return [
-        task
-        for dag in dags
-        for task in dag.get("tasks", {}).values()
-        if task["componentRef"]["name"] == component
-    ]
 
 
 def test_cpu_training_requests_no_gpu(tmp_path):
@@ -135,7 +125,7 @@ def test_cpu_training_requests_no_gpu(tmp_path):
         not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     )
     assert "nodeSelector" not in kubernetes["exec-train"]
-    [task] = _tasks_calling(spec, "comp-train")
+    [task] = contract.CompiledPipeline.read(path).tasks_calling("comp-train")
     assert task["inputs"]["parameters"]["device"]["runtimeValue"]["constant"] == "cpu"
 
 
@@ -192,7 +182,7 @@ def test_images_must_pin_what_runs(tmp_path):
 def test_every_step_has_its_timeout(compiled):
     assert contract.step_timeout_problems(compiled, STEP_TIMEOUTS) == []
     spec, _ = _executors(compiled)
-    steps = {re.sub(r"^exec-|-\d+$", "", name) for name in spec["deploymentSpec"]["executors"]}
+    steps = {contract.step_of(name) for name in spec["deploymentSpec"]["executors"]}
     assert steps == set(STEP_TIMEOUTS)
 
     def no_deadline(documents):

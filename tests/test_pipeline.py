@@ -489,17 +489,13 @@ def test_recurring_runs_play_new_games_and_local_runs_repeat_theirs(stack_env, t
 
 
 def test_the_run_id_reaches_the_seeds_in_the_compiled_pipeline(compiled):
-    spec, _, _ = compiled
-    parameters = json_format.MessageToDict(spec)["root"]["inputDefinitions"]["parameters"]
+    from cartridge.deploy.contract import CompiledPipeline
+
+    pipeline = CompiledPipeline.parse(compiled[2])
+    parameters = pipeline.spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["seed_with_run_id"]["defaultValue"] is True
     for component in ("comp-selfplay", "comp-train"):
-        tasks = [
-            json_format.MessageToDict(task)
-            for name, dag in [("root", spec.root.dag)]
-            + [(n, c.dag) for n, c in spec.components.items()]
-            for task in dag.tasks.values()
-            if task.component_ref.name == component
-        ]
+        tasks = pipeline.tasks_calling(component)
         assert tasks, component
         for task in tasks:
             inputs = task["inputs"]["parameters"]

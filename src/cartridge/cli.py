@@ -21,6 +21,7 @@ from rich.console import Console
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
+from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE
 from cartridge.logs import configure_logging
 from cartridge.names import CHAMPION, alias_uri, registered_model_name
 
@@ -844,11 +845,11 @@ IterationsOption = Annotated[
     int, typer.Option(min=1, help="Iterations unrolled into the pipeline.")
 ]
 ImageOption = Annotated[
-    str | None,
+    str,
     typer.Option(help="Image of every step but training (a version tag or @sha256 digest)."),
 ]
 TrainingImageOption = Annotated[
-    str | None,
+    str,
     typer.Option(help="Training step's image, CUDA torch (a version tag or @sha256 digest)."),
 ]
 TrainingGpusOption = Annotated[
@@ -864,24 +865,15 @@ TrainingGpusOption = Annotated[
 def pipeline_compile(
     out: Annotated[Path, typer.Option(help="Directory for the pipeline YAML.")],
     iterations: IterationsOption = 3,
-    image: ImageOption = None,
-    training_image: TrainingImageOption = None,
+    image: ImageOption = PIPELINE_IMAGE,
+    training_image: TrainingImageOption = TRAINING_IMAGE,
     training_gpus: TrainingGpusOption = 1,
 ):
     """Write the pipeline YAML for the KFP UI (or kfp.Client). Images default to this
     release's (`cartridge.deploy.images`)."""
-    from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE
     from kfp_pipelines.runner import compile_pipeline
 
-    typer.echo(
-        compile_pipeline(
-            out,
-            iterations,
-            image or PIPELINE_IMAGE,
-            training_image or TRAINING_IMAGE,
-            training_gpus,
-        )
-    )
+    typer.echo(compile_pipeline(out, iterations, image, training_image, training_gpus))
 
 
 RunSettings = ("selfplay", "training", "gate")
@@ -990,8 +982,8 @@ def pipeline_submit(
     iterations: IterationsOption = 3,
     shards: ShardsOption = 8,
     seed: int = 0,
-    image: ImageOption = None,
-    training_image: TrainingImageOption = None,
+    image: ImageOption = PIPELINE_IMAGE,
+    training_image: TrainingImageOption = TRAINING_IMAGE,
     training_gpus: TrainingGpusOption = 1,
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "cartridge",
     cron: Annotated[
@@ -1026,7 +1018,6 @@ def pipeline_submit(
     or a recurring run with --cron, on a KFP cluster. Endpoints not given are the
     in-cluster services of the manifests in kustomize/. Seeds mix in the KFP run id,
     so recurring runs play new games."""
-    from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE
     from cartridge.settings import Endpoints
     from kfp_pipelines.runner import submit
 
@@ -1045,8 +1036,8 @@ def pipeline_submit(
         arguments,
         iterations,
         experiment,
-        image=image or PIPELINE_IMAGE,
-        training_image=training_image or TRAINING_IMAGE,
+        image=image,
+        training_image=training_image,
         training_gpus=training_gpus,
         cron=cron,
         wait_seconds=wait,

@@ -63,7 +63,11 @@ class CompiledPipeline:
 
     @classmethod
     def read(cls, path: Path) -> CompiledPipeline:
-        documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+        return cls.parse(Path(path).read_text())
+
+    @classmethod
+    def parse(cls, text: str) -> CompiledPipeline:
+        documents = [d for d in yaml.safe_load_all(text) if d]
         platform = documents[1] if len(documents) > 1 else {}
         executors = (
             platform.get("platforms", {})
@@ -79,6 +83,20 @@ class CompiledPipeline:
         executors = self.spec["deploymentSpec"]["executors"]
         return {name: e["container"]["image"] for name, e in executors.items()}
 
+    def tasks_calling(self, component: str) -> list[dict]:
+        """Every task, in the root DAG or a component's (loops, conditions), that runs
+        `component` (e.g. `comp-train`; unrolled iterations call `comp-train-2` too)."""
+        dags = [
+            self.spec["root"]["dag"],
+            *(c.get("dag", {}) for c in self.spec["components"].values()),
+        ]
+        return [
+            task
+            for dag in dags
+            for task in dag.get("tasks", {}).values()
+            if task["componentRef"]["name"] == component
+        ]
+
     def secrets(self) -> dict[str, set[str]]:
         """Secret name -> keys the steps read from it."""
         wanted: dict[str, set[str]] = {}
@@ -92,12 +110,17 @@ class CompiledPipeline:
         return wanted
 
 
+def step_of(executor: str) -> str:
+    """The step an executor runs: `exec-train-2` (iteration 2's copy) runs `train`."""
+    return re.sub(r"^exec-|-\d+$", "", executor)
+
+
 def step_timeout_problems(path: Path, wanted: dict[str, int]) -> list[str]:
     """Every executor has a pod deadline: the one `wanted` sets for its step."""
     compiled = CompiledPipeline.read(path)
     problems = []
     for name in sorted(compiled.images):
-        step = re.sub(r"^exec-|-\d+$", "", name)
+        step = step_of(name)
         seconds = int(compiled.kubernetes.get(name, {}).get("activeDeadlineSeconds", 0))
         if seconds <= 0:
             problems.append(f"{name}: no timeout (activeDeadlineSeconds)")
@@ -141,26 +164,19 @@ class Render:
             for o in self.of_kind("Deployment", "StatefulSet", "Job")
         }
 
-    def container_ports(self, labels: dict) -> set:
-        """Names and numbers of the ports of the pods whose labels include `labels`."""
-        ports: set = set()
+    def port_number(self, labels: dict, port: int | str) -> int | None:
+        """The container port number that `port` (a number or a port's name) is in the
+        pods a selector's `labels` pick; None when they have no such port (or the
+        selector is empty, which picks no pods for a Service)."""
+        if not labels:
+            return None
         for template in self.pod_templates().values():
-            pod_labels = template["metadata"].get("labels", {})
-            if labels and all(pod_labels.get(k) == v for k, v in labels.items()):
-                for container in template["spec"]["containers"]:
-                    for port in container.get("ports", []):
-                        ports |= {port["containerPort"], port.get("name")}
-        return ports - {None}
-
-    def port_number(self, labels: dict, name: str) -> int | None:
-        """The number of the container port called `name` in the pods with `labels`."""
-        for template in self.pod_templates().values():
-            pod_labels = template["metadata"].get("labels", {})
-            if labels and all(pod_labels.get(k) == v for k, v in labels.items()):
-                for container in template["spec"]["containers"]:
-                    for port in container.get("ports", []):
-                        if port.get("name") == name:
-                            return port["containerPort"]
+            if not selects({"matchLabels": labels}, template["metadata"].get("labels", {})):
+                continue
+            for container in template["spec"]["containers"]:
+                for entry in container.get("ports", []):
+                    if port in (entry["containerPort"], entry.get("name")):
+                        return entry["containerPort"]
         return None
 
     def images(self) -> set[str]:
@@ -235,14 +251,11 @@ def service_problems(render: Render, url: str, client_namespace: str) -> list[st
         return [f"{where}: Service {name} has no port {port}"]
     selector = service["spec"].get("selector", {})
     target = matching[0].get("targetPort", port)
-    pod_ports = render.container_ports(selector)
+    number = render.port_number(selector, target)
     problems = []
-    if target not in pod_ports:
+    if number is None:
         problems.append(f"{where}: targetPort {target} is no container port of {selector}")
-    numbers = {p for p in pod_ports if isinstance(p, int)}
-    number = target if isinstance(target, int) else port
-    if numbers and number not in numbers:
-        number = port
+        number = port  # still say whether the policy would admit the Service's port
     if not admits(render, selector, client_namespace, number):
         problems.append(f"{where}: no NetworkPolicy admits {client_namespace} on port {number}")
     return problems

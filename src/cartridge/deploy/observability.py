@@ -31,10 +31,9 @@ def metric_names(expr: str) -> set[str]:
     for match in _NAME.finditer(text):
         word = match.group()
         follows = text[match.end() :].lstrip()[:1]
-        if follows == "(" or word.lower() in _WORDS or word.startswith("$"):
-            continue  # a function, a keyword or a dashboard variable
-        if text[max(0, match.start() - 1)] == "$":
-            continue
+        variable = text[match.start() - 1 : match.start()] == "$"  # a dashboard's $name
+        if follows == "(" or word.lower() in _WORDS or variable:
+            continue  # a function, a keyword or a variable
         names.add(word)
     return names
 

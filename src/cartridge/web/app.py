@@ -283,27 +283,28 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         except OSError as error:
             raise ServiceUnavailable("mlflow", f"MLflow is not reachable: {error}") from error
 
-    pending = {"moves": 0}  # changed on the event loop only: no lock needed
+    pending_moves = 0  # changed on the event loop only: no lock needed
 
     @app.middleware("http")
     async def admit(request: Request, call_next):
         """Shed moves past `max_pending_moves` before they queue for a worker thread."""
+        nonlocal pending_moves
         if request.url.path != "/api/move" or request.method != "POST":
             return await call_next(request)
-        if pending["moves"] >= settings.max_pending_moves:
+        if pending_moves >= settings.max_pending_moves:
             metrics.errors.labels("overloaded").inc()
             return JSONResponse(
-                {"detail": f"busy: {pending['moves']} moves are being searched; retry shortly"},
+                {"detail": f"busy: {pending_moves} moves are being searched; retry shortly"},
                 status_code=503,
                 headers={"Retry-After": str(settings.busy_retry_after_seconds)},
             )
-        pending["moves"] += 1
-        metrics.pending_moves.set(pending["moves"])
+        pending_moves += 1
+        metrics.pending_moves.inc()
         try:
             return await call_next(request)
         finally:
-            pending["moves"] -= 1
-            metrics.pending_moves.set(pending["moves"])
+            pending_moves -= 1
+            metrics.pending_moves.dec()
 
     @app.middleware("http")
     async def record(request: Request, call_next):

@@ -10,13 +10,6 @@ TRITON_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
 
 
 class WebMetrics:
-    def record_serving(self, outcomes) -> None:
-        """Each game's latest reconcile outcome (`GameServing`) as gauges."""
-        for outcome in outcomes:
-            self.serving_in_sync.labels(outcome.game).set(1 if outcome.in_sync else 0)
-            champion = int(outcome.champion) if outcome.champion else 0
-            self.champion_version.labels(outcome.game).set(champion)
-
     def __init__(self):
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -77,3 +70,10 @@ class WebMetrics:
             ["game"],
             registry=self.registry,
         )
+
+    def record_serving(self, outcomes) -> None:
+        """Each game's latest reconcile outcome (`GameServing`) as gauges."""
+        for outcome in outcomes:
+            self.serving_in_sync.labels(outcome.game).set(1 if outcome.in_sync else 0)
+            champion = int(outcome.champion) if outcome.champion else 0
+            self.champion_version.labels(outcome.game).set(champion)
