@@ -4,8 +4,9 @@ Per iteration: plan -> self-play shards in a `ParallelFor` -> train (GPU, spot-t
 retried) on the game's replay window (the last K iterations, across runs) -> arena against the
 champion -> promote under `dsl.If` when the gate passes (`dsl.Else`: keep the champion).
 The next iteration's champion is `dsl.OneOf` the two branches' outputs, so it starts only
-after the promotion settled and plays the right network. An `ExitHandler` closes the
-pipeline's MLflow run, as FAILED when any step failed.
+after the promotion settled and plays the right network. After the last iteration a
+retention step deletes what the game no longer needs (`cartridge.retention`). An
+`ExitHandler` closes the pipeline's MLflow run, as FAILED when any step failed.
 
 The champion reaches the self-play tasks inside the loop items (`plan` builds them)
 rather than as a separate input: kfp.local (2.17) hands a task output given to a
@@ -52,6 +53,7 @@ STEP_TIMEOUTS = {
     "arena": 2 * 3600,
     "promote": 15 * 60,
     "keep": 10 * 60,
+    "gc": 30 * 60,
     "report": 10 * 60,
     "finish": 10 * 60,
 }
@@ -72,6 +74,7 @@ def build_components(image: str = PIPELINE_IMAGE, training_image: str = TRAINING
         selfplay: dict,
         training: dict,
         gate: dict,
+        retention: dict,
         endpoints: dict,
     ) -> str:
         from cartridge import loop
@@ -80,7 +83,7 @@ def build_components(image: str = PIPELINE_IMAGE, training_image: str = TRAINING
         return loop.begin_pipeline_run(
             game,
             pipeline_run_id,
-            {"iterations": iterations, **selfplay, **training, **gate},
+            {"iterations": iterations, **selfplay, **training, **gate, **retention},
             endpoints=Endpoints.from_parameters(endpoints),
         )
 
@@ -212,6 +215,17 @@ def build_components(image: str = PIPELINE_IMAGE, training_image: str = TRAINING
             handle.write(outcome.model_uri + "\n")
 
     @component
+    def gc(game: str, settings: dict, endpoints: dict) -> str:
+        from cartridge import loop
+        from cartridge.settings import Endpoints, RetentionSettings
+
+        return loop.gc_step(
+            game,
+            settings=RetentionSettings.from_parameters(settings),
+            endpoints=Endpoints.from_parameters(endpoints),
+        )
+
+    @component
     def finish(
         game: str, pipeline_run_id: str, endpoints: dict, status: dsl.PipelineTaskFinalStatus
     ):
@@ -235,6 +249,7 @@ def build_components(image: str = PIPELINE_IMAGE, training_image: str = TRAINING
         "promote": promote,
         "keep": keep,
         "report": report,
+        "gc": gc,
         "finish": finish,
     }
 
@@ -324,6 +339,7 @@ def build_pipeline(
                     selfplay=group["selfplay"],
                     training=group["training"],
                     gate=group["gate"],
+                    retention=group["retention"],
                     endpoints=endpoints,
                 )
             )
@@ -413,6 +429,11 @@ def build_pipeline(
                     )
                 )
                 summary.set_display_name(f"report {i}").set_caching_options(False)
+            # Retention for the game once the loop is over: storage stays bounded
+            # however often the run recurs (cartridge.retention says what is kept).
+            collect = _step(ops["gc"](game=game, settings=group["retention"], endpoints=endpoints))
+            collect.set_display_name("collect garbage").set_caching_options(False)
+            collect.after(summary)
 
     alphazero.__signature__ = inspect.Signature(
         [

@@ -286,3 +286,73 @@ def test_scraped_ports_exist_and_are_open_to_monitoring(renders, tmp_path):
     ]
     closed = contract.Render(_write_render(production, tmp_path, no_scrape_policy))
     assert len(contract.scrape_problems(closed)) == 3
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+def test_retention_runs_nightly_in_every_overlay_and_reaches_its_stores(renders, tmp_path):
+    for path in renders:
+        render = contract.Render(path)
+        cron = render.find("CronJob", "gc", "cartridge")
+        assert cron is not None, f"{path.stem}: no gc CronJob"
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+        pod = cron["spec"]["jobTemplate"]["spec"]["template"]
+        command = pod["spec"]["containers"][0]["command"]
+        assert command[0] == "cartridge" and "gc" in command
+        # The command line is one the CLI takes.
+        assert runner.invoke(app, [*command[1:], "--help"]).exit_code == 0
+        labels = pod["metadata"]["labels"]
+        for store, port in (("mlflow", 5000), ("minio", 9000)):
+            store_labels = {"app.kubernetes.io/name": store}
+            assert contract.pod_reaches(render, labels, store_labels, port), (path.stem, store)
+        assert not contract.pod_reaches(render, labels, {"app.kubernetes.io/name": "triton"}, 8000)
+
+    local = next(p for p in renders if p.stem == "local")
+
+    def minio_closed_to_gc(o):
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "minio":
+            for rule in o["spec"]["ingress"]:
+                rule["from"] = [
+                    peer
+                    for peer in rule["from"]
+                    if peer.get("podSelector", {})
+                    .get("matchLabels", {})
+                    .get("app.kubernetes.io/name")
+                    != "gc"
+                ]
+        return o
+
+    closed = contract.Render(_write_render(local, tmp_path, minio_closed_to_gc))
+    gc_labels = {"app.kubernetes.io/name": "gc", "app.kubernetes.io/component": "retention"}
+    assert not contract.pod_reaches(closed, gc_labels, {"app.kubernetes.io/name": "minio"}, 9000)
+
+
+def test_the_bucket_lifecycle_rules_are_valid_s3_and_back_up_retention():
+    """MinIO's rules, checked with the S3 API's own request model; they expire only
+    checkpoints, and only long after retention and any training step are done with them."""
+    import json
+
+    from botocore.session import get_session
+    from botocore.validate import ParamValidator
+
+    from cartridge.settings import RetentionSettings
+    from kfp_pipelines.alphazero import STEP_TIMEOUTS
+
+    rules = json.loads((REPO / "kustomize/base/minio/lifecycle.json").read_text())
+    shape = (
+        get_session()
+        .get_service_model("s3")
+        .operation_model("PutBucketLifecycleConfiguration")
+        .input_shape.members["LifecycleConfiguration"]
+    )
+    report = ParamValidator().validate(rules, shape)
+    assert not report.has_errors(), report.generate_report()
+    prefixes = {rule["Filter"]["Prefix"] for rule in rules["Rules"]}
+    assert prefixes == {"checkpoints/"}  # replay, models and Triton: only gc knows what is used
+    days = rules["Rules"][0]["Expiration"]["Days"]
+    assert days > RetentionSettings().keep_failed_days + STEP_TIMEOUTS["train"] / 86400
+    statuses = shape.members["Rules"].member.members["Status"].enum  # not checked by botocore
+    assert all(rule["Status"] in statuses for rule in rules["Rules"])
+    wrong = {"Rules": [{"Status": "Enabled", "Expiration": {"Days": "30"}}]}
+    assert ParamValidator().validate(wrong, shape).has_errors()

@@ -101,6 +101,10 @@ SHORT_FLAGS = {
     "gate_method": ("--method",),
     "gate_threshold": ("--threshold",),
     "gate_solver_z": ("--solver-z",),
+    "retention_keep_versions": ("--keep-versions",),
+    "retention_keep_iterations": ("--keep-iterations",),
+    "retention_keep_failed_days": ("--keep-failed-days",),
+    "retention_min_age_minutes": ("--min-age-minutes",),
 }
 
 
@@ -477,6 +481,50 @@ def reconcile_command(
     finally:
         if control is not None:
             control.close()
+
+
+@app.command("gc")
+@_friendly_errors
+@with_settings("retention")
+def gc_command(
+    retention,
+    game: Annotated[
+        GameName | None, typer.Option("--game", "-g", help="One game (default: all).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    replay_root: Annotated[
+        str | None, typer.Option(help="Replay shards (default s3://$CARTRIDGE_BUCKET/replay).")
+    ] = None,
+    checkpoint_root: Annotated[
+        str | None,
+        typer.Option(help="Training checkpoints (default s3://$CARTRIDGE_BUCKET/checkpoints)."),
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI.")] = None,
+    as_json: JsonFlag = False,
+):
+    """Delete what no game needs any more from S3, the registry and the Triton
+    repository: old never-champion versions, replay outside every run's window,
+    checkpoints of finished runs, interrupted uploads. Safe while training and
+    promotion run; --dry-run lists instead."""
+    from cartridge.games import GAME_NAMES
+    from cartridge.retention import collect
+
+    stack = _connect()
+    client = _tracking_client(stack, tracking_uri)
+    bucket = os.environ.get("CARTRIDGE_BUCKET", stack.bucket)
+    report = collect(
+        client,
+        [game.value] if game else list(GAME_NAMES),
+        retention,
+        replay_root=replay_root or f"s3://{bucket}/replay",
+        checkpoint_root=checkpoint_root or f"s3://{bucket}/checkpoints",
+        dry_run=dry_run,
+    )
+    typer.echo(report.model_dump_json() if as_json else report.summary())
+    if report.errors:
+        raise typer.Exit(1)
 
 
 @app.command("promote")

@@ -32,6 +32,7 @@ from cartridge.settings import (
     SETTING_GROUPS,
     Endpoints,
     GateSettings,
+    RetentionSettings,
     SelfPlaySettings,
     Settings,
     TrainingSettings,
@@ -390,6 +391,25 @@ def keep_step(game_name: str, *, endpoints: Endpoints) -> str:
     """The gate failed: the champion stays; returns its URI ('' while there is none)."""
     client = use_tracking(endpoints.mlflow_tracking_uri)
     return version_uri(game_name, champion_version(client, game_name, ""))
+
+
+def gc_step(game_name: str, *, settings: RetentionSettings, endpoints: Endpoints) -> str:
+    """The run's last step: retention (`cartridge.retention`) for its game, so a
+    recurring pipeline keeps its storage bounded without anything else scheduled.
+    Returns the report as JSON; a deletion that failed is left for the next pass."""
+    from cartridge.retention import collect
+
+    client = use_tracking(endpoints.mlflow_tracking_uri)
+    with storage.endpoint(endpoints.s3_endpoint):
+        report = collect(
+            client,
+            [game_name],
+            settings,
+            replay_root=endpoints.replay_root,
+            checkpoint_root=endpoints.checkpoint_root,
+        )
+    print(report.summary())  # the step's log in the KFP UI
+    return report.model_dump_json()
 
 
 TRAINING_LOSSES = ("loss", "policy_loss", "value_loss")

@@ -224,6 +224,42 @@ class GateSettings(Settings):
     solver_positions: int = Field(400, ge=1, json_schema_extra=_NOT_A_PARAMETER)
 
 
+class RetentionSettings(Settings):
+    """What storage keeps (`cartridge.retention`): besides these, every version that
+    holds an alias or was ever champion, and the checkpoints of running pipeline runs."""
+
+    keep_versions: int = Field(
+        10,
+        ge=1,
+        le=100_000,
+        alias="retention_keep_versions",
+        description="Newest registry versions kept per game.",
+    )
+    keep_iterations: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        alias="retention_keep_iterations",
+        description="Replay iterations kept per game at least (more when a pipeline run's "
+        "replay window asks for more).",
+    )
+    keep_failed_days: float = Field(
+        7.0,
+        ge=0,
+        le=3650,
+        alias="retention_keep_failed_days",
+        description="Days the checkpoints of a failed or stopped pipeline run are kept, "
+        "for a retry.",
+    )
+    min_age_minutes: float = Field(
+        60.0,
+        ge=0,
+        le=525_600,
+        alias="retention_min_age_minutes",
+        description="Nothing younger is deleted: work in progress.",
+    )
+
+
 class Endpoints(Settings):
     """Where a step finds MLflow, S3 and Triton, and where the run keeps its files. Keys
     are not settings: they come from the environment (a Kubernetes Secret in a cluster)."""
@@ -249,6 +285,7 @@ SETTING_GROUPS = {
     "selfplay": SelfPlaySettings,
     "training": TrainingSettings,
     "gate": GateSettings,
+    "retention": RetentionSettings,
 }
 
 
@@ -282,6 +319,7 @@ def check_run(game_name: str, groups: dict[str, Settings]) -> None:
 __all__ = [
     "Endpoints",
     "GateSettings",
+    "RetentionSettings",
     "SETTING_GROUPS",
     "SelfPlaySettings",
     "Settings",

@@ -159,10 +159,13 @@ class Render:
         return None
 
     def pod_templates(self) -> dict[str, dict]:
-        return {
+        templates = {
             o["metadata"]["name"]: o["spec"]["template"]
             for o in self.of_kind("Deployment", "StatefulSet", "Job")
         }
+        for cron in self.of_kind("CronJob"):
+            templates[cron["metadata"]["name"]] = cron["spec"]["jobTemplate"]["spec"]["template"]
+        return templates
 
     def port_number(self, labels: dict, port: int | str) -> int | None:
         """The container port number that `port` (a number or a port's name) is in the
@@ -231,6 +234,28 @@ def admits(render: Render, pod_labels: dict, namespace: str, port: int) -> bool:
             if any(entry.get("port") == port for entry in rule.get("ports", [])):
                 return True
     return False
+
+
+def pod_reaches(render: Render, client: dict, target: dict, port: int) -> bool:
+    """Whether pods labelled `client` may open `port` on pods labelled `target` in the
+    same namespace: an egress rule of the client's policies and an ingress rule of the
+    target's both name the other side's labels and the port."""
+
+    def allowed(direction: str, side: dict, other: dict) -> bool:
+        peers = "to" if direction == "egress" else "from"
+        for policy in render.of_kind("NetworkPolicy"):
+            if not selects(policy["spec"].get("podSelector", {}), side):
+                continue
+            for rule in policy["spec"].get(direction, []):
+                named = any(
+                    "podSelector" in peer and selects(peer["podSelector"], other)
+                    for peer in rule.get(peers, [])
+                )
+                if named and any(entry.get("port") == port for entry in rule.get("ports", [])):
+                    return True
+        return False
+
+    return allowed("egress", client, target) and allowed("ingress", target, client)
 
 
 def service_problems(render: Render, url: str, client_namespace: str) -> list[str]:
@@ -330,6 +355,9 @@ def workload_problems(render: Render) -> list[str]:
                         )
                 if (ref := source.get("configMapKeyRef")) and ref["name"] not in configmaps:
                     problems.append(f"{render.name}: {workload} reads missing {ref['name']}")
+        for volume in spec.get("volumes", []):
+            if (ref := volume.get("configMap")) and ref["name"] not in configmaps:
+                problems.append(f"{render.name}: {workload} mounts missing {ref['name']}")
     return problems
 
 

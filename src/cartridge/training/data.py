@@ -6,6 +6,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,19 +39,26 @@ class ReplayData:
         return np.repeat([source in sources for source in self.sources], self.shard_sizes)
 
 
-def resolve_window(replay_root: str, window: int) -> list[str]:
-    """Shards of the `window` most recently played iterations under `replay_root`.
+class PlayedIteration(NamedTuple):
+    location: str  # the iteration's folder or prefix
+    played: float  # its newest file (epoch seconds): shards are immutable, so when it was played
+    shards: list[str]
+
+
+class ReplayListing(NamedTuple):
+    iterations: list[PlayedIteration]  # oldest first
+    uncommitted: dict[str, float]  # shard folder -> its newest file, for shards without metadata
+
+
+def list_replay(replay_root: str) -> ReplayListing:
+    """Every iteration under `replay_root`, oldest first, from one listing.
 
     A shard is a directory holding `metadata.json`; its parent is its iteration.
     This covers `<root>/<iteration>/<shard>/` (hand-made windows) and the
-    pipeline's `<root>/<pipeline run>/<iteration>/<shard>/`, where the window
-    reaches back into earlier runs: a recurring run that started cold would
-    train on its own first iteration alone. Iterations are ordered by their
-    newest file, ties by name; shards are immutable, so that is when the
-    iteration was played. One listing, nothing downloaded.
-    """
-    if window < 1:
-        raise DataError(f"replay window must be at least 1 iteration, got {window}")
+    pipeline's `<root>/<pipeline run>/<iteration>/<shard>/`. Iterations are ordered by
+    their newest file, ties by name. A shard's metadata is written last: a folder
+    without it is an interrupted write (a killed step, a store that went away), not a
+    shard yet, and is listed apart."""
     try:
         files = storage.modified_times(replay_root)
     except storage.StorageError as error:
@@ -59,27 +67,40 @@ def resolve_window(replay_root: str, window: int) -> list[str]:
     for path, modified in files.items():
         shard = path.rsplit("/", 1)[0]
         played[shard] = max(played.get(shard, 0.0), modified)
-    shards = [shard for shard in played if f"{shard}/{METADATA_FILE}" in files]
-    # A shard's metadata is written last: without it, the write was interrupted (a
-    # killed step, a store that went away) and the shard is not one yet.
-    uncommitted = sorted(set(played) - set(shards))
-    if uncommitted:
+    shards = sorted(shard for shard in played if f"{shard}/{METADATA_FILE}" in files)
+    iterations: dict[str, PlayedIteration] = {}
+    for shard in shards:
+        location = shard.rsplit("/", 1)[0]
+        found = iterations.get(location, PlayedIteration(location, 0.0, []))
+        iterations[location] = found._replace(
+            played=max(found.played, played[shard]), shards=[*found.shards, shard]
+        )
+    return ReplayListing(
+        sorted(iterations.values(), key=lambda it: (it.played, it.location)),
+        {shard: played[shard] for shard in sorted(set(played) - set(shards))},
+    )
+
+
+def resolve_window(replay_root: str, window: int) -> list[str]:
+    """Shards of the `window` most recently played iterations under `replay_root`
+    (`list_replay`). In the pipeline's layout the window reaches back into earlier
+    runs: a recurring run that started cold would train on its own first iteration
+    alone. One listing, nothing downloaded."""
+    if window < 1:
+        raise DataError(f"replay window must be at least 1 iteration, got {window}")
+    listing = list_replay(replay_root)
+    if listing.uncommitted:
         log.warning(
             "skipping %d uncommitted shard(s) (no %s; an interrupted write): %s",
-            len(uncommitted),
+            len(listing.uncommitted),
             METADATA_FILE,
-            ", ".join(uncommitted),
+            ", ".join(listing.uncommitted),
         )
-    iterations: dict[str, float] = {}
-    for shard in shards:
-        iteration = shard.rsplit("/", 1)[0]
-        iterations[iteration] = max(iterations.get(iteration, 0.0), played[shard])
-    if not iterations:
+    if not listing.iterations:
         raise DataError(
             f"replay root {replay_root} holds no iterations (no shard with {METADATA_FILE})"
         )
-    latest = set(sorted(iterations, key=lambda it: (iterations[it], it))[-window:])
-    return sorted(shard for shard in shards if shard.rsplit("/", 1)[0] in latest)
+    return sorted(shard for it in listing.iterations[-window:] for shard in it.shards)
 
 
 def open_shard(location: str, workdir: Path) -> ReplayShard:
