@@ -579,3 +579,55 @@ def test_runs_are_tagged_with_the_commit_the_code_was_built_from(monkeypatch):
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
     ).stdout.strip()
     assert git_commit() == head
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("server", ["s3", "mlflow"])
+def test_training_rides_out_a_restart_of_the_store_or_mlflow(
+    server, stack_env, shard_dirs, tmp_path
+):
+    """The object store or MLflow SIGKILLed mid-run and started again 8 s later: the
+    checkpoint write and the metric uploads wait for it (with backoff) and the run
+    finishes with every step's metrics, nothing lost."""
+    import threading
+
+    import psutil
+
+    from cartridge.stack import up
+    from cartridge.stack.manager import _load_state
+
+    record = _load_state(stack_env)[server]
+    restarted = threading.Event()
+    steps = 40
+
+    def restart_later():
+        time.sleep(8)
+        up(stack_env)
+        restarted.set()
+
+    def on_step(step):
+        time.sleep(0.2)  # slow enough that the outage spans checkpoints and uploads
+        if step == 6:
+            members = [psutil.Process(record.pid), *psutil.Process(record.pid).children(True)]
+            os.killpg(record.pid, signal.SIGKILL)
+            psutil.wait_procs(members, timeout=10)
+            threading.Thread(target=restart_later, daemon=True).start()
+
+    config = TrainConfig(
+        game="tictactoe", steps=steps, batch_size=16, checkpoint_every=10, log_every=5
+    )
+    result = train(
+        config,
+        [str(shard_dirs["ttt-a"])],
+        checkpoint_dir=f"s3://{stack_env.bucket}/checkpoints/fault-{server}-{time.time_ns()}",
+        tracking_uri=stack_env.mlflow_url,
+        on_step=on_step,
+    )
+    assert restarted.wait(60)
+    assert result.steps == steps and result.model_version
+    client = use_tracking(stack_env.mlflow_url)
+    for key in ("loss", "value_loss"):
+        logged = [m.step for m in client.get_metric_history(result.run_id, key)]
+        assert sorted(logged) == list(range(1, steps + 1)), (key, logged)
+    assert checkpoints.exists(result.checkpoint.rsplit("/", 1)[0])
+    assert client.get_run(result.run_id).info.status == "FINISHED"

@@ -5,21 +5,40 @@ works. Keys come from the usual environment variables (`AWS_ACCESS_KEY_ID`,
 `AWS_SECRET_ACCESS_KEY`; a Kubernetes Secret in a cluster). The endpoint is the one a
 pipeline step was handed (`with endpoint(url):`), else `AWS_ENDPOINT_URL`;
 `cartridge stack env` prints them for the local stack.
+
+A store that does not answer (down, restarting, overloaded: connection refused or
+reset, timeouts, 5xx) is retried with exponential backoff for up to
+CARTRIDGE_S3_RETRY_SECONDS (60) before the call fails with one line, so a restart of
+MinIO under a training step or a self-play upload costs a pause, not the step. Errors
+that waiting cannot mend (keys, a missing bucket or key) fail at once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 _CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}
 _ENDPOINT: ContextVar[str | None] = ContextVar("s3_endpoint", default=None)
@@ -41,6 +60,14 @@ def current_endpoint() -> str | None:
 
 class StorageError(RuntimeError):
     """An S3 or file operation that failed, with the reason in words."""
+
+
+class StoreUnavailable(StorageError):
+    """The store did not answer; waiting may mend it."""
+
+
+def retry_seconds() -> float:
+    return float(os.environ.get("CARTRIDGE_S3_RETRY_SECONDS", "60"))
 
 
 def is_s3(uri: str | Path) -> bool:
@@ -107,38 +134,77 @@ def s3_errors(uri: str) -> Iterator[None]:
             ) from None
         if code in ("NoSuchBucket", "404", "NoSuchKey"):
             raise StorageError(f"{uri} does not exist on S3 at {endpoint} ({code})") from None
+        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise StoreUnavailable(
+                f"S3 at {endpoint} failed a request for {uri}: {error}"
+            ) from None
         raise StorageError(f"S3 request for {uri} failed: {error}") from None
-    except EndpointConnectionError:
-        raise StorageError(f"cannot reach S3 at {endpoint} (for {uri})") from None
+    except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError):
+        raise StoreUnavailable(f"cannot reach S3 at {endpoint} (for {uri})") from None
     except BotoCoreError as error:
         raise StorageError(f"S3 request for {uri} failed: {error}") from None
 
 
+def _call(uri: str, operation: Callable[[], Result]) -> Result:
+    """`operation` under `s3_errors`, retried while the store does not answer."""
+    limit = retry_seconds()
+    retrying = Retrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        stop=stop_after_delay(limit),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        reraise=True,
+        before_sleep=lambda state: log.warning(
+            "%s; retrying (%.0f s so far, giving up after %.0f s)",
+            state.outcome.exception(),
+            state.seconds_since_start,
+            limit,
+        ),
+    )
+    for attempt in retrying:
+        with attempt, s3_errors(uri):
+            return operation()
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
 def upload_file(local: str | Path, uri: str) -> None:
     bucket, key = split_s3(uri)
-    with s3_errors(uri):
-        s3_client().upload_file(str(local), bucket, key)
+    _call(uri, lambda: s3_client().upload_file(str(local), bucket, key))
 
 
 def download_file(uri: str, local: str | Path) -> Path:
     bucket, key = split_s3(uri)
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
-    with s3_errors(uri):
-        s3_client().download_file(bucket, key, str(local))
+    _call(uri, lambda: s3_client().download_file(bucket, key, str(local)))
     return local
 
 
 def list_keys(uri: str) -> list[str]:
     """Every object key under an s3:// prefix (as full s3:// URIs), sorted."""
-    bucket, prefix = split_s3(uri)
+    return sorted(_list(uri))
+
+
+def _list(location: str, delimiter: str = "") -> dict[str, object]:
+    """One paginated listing under a prefix: object URIs with their LastModified, or
+    with a `delimiter`, sub-prefix URIs (with None)."""
+    bucket, prefix = split_s3(location)
     prefix = f"{prefix}/" if prefix else ""
-    found = []
-    with s3_errors(uri):
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+
+    def listing() -> dict[str, object]:
+        found: dict[str, object] = {}
+        pages = (
+            s3_client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=bucket, Prefix=prefix, Delimiter=delimiter)
+        )
         for page in pages:
-            found += [f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", [])]
-    return sorted(found)
+            for item in page.get("Contents", []):
+                found[f"s3://{bucket}/{item['Key']}"] = item["LastModified"]
+            for item in page.get("CommonPrefixes", []):
+                found[f"s3://{bucket}/{item['Prefix'].rstrip('/')}"] = None
+        return found
+
+    return _call(location, listing)
 
 
 def modified_times(location: str | Path) -> dict[str, float]:
@@ -149,15 +215,7 @@ def modified_times(location: str | Path) -> dict[str, float]:
         if not path.is_dir():
             raise StorageError(f"{path} is not a directory")
         return {str(f): f.stat().st_mtime for f in path.rglob("*") if f.is_file()}
-    bucket, prefix = split_s3(str(location))
-    prefix = f"{prefix}/" if prefix else ""
-    times = {}
-    with s3_errors(str(location)):
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for item in page.get("Contents", []):
-                times[f"s3://{bucket}/{item['Key']}"] = item["LastModified"].timestamp()
-    return times
+    return {uri: modified.timestamp() for uri, modified in _list(str(location)).items()}
 
 
 def list_children(location: str | Path) -> list[str]:
@@ -167,21 +225,7 @@ def list_children(location: str | Path) -> list[str]:
         if not path.is_dir():
             raise StorageError(f"{path} is not a directory")
         return sorted(str(child) for child in path.iterdir() if child.is_dir())
-    bucket, prefix = split_s3(str(location))
-    prefix = f"{prefix}/" if prefix else ""
-    children = []
-    with s3_errors(str(location)):
-        pages = (
-            s3_client()
-            .get_paginator("list_objects_v2")
-            .paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-        )
-        for page in pages:
-            children += [
-                f"s3://{bucket}/{item['Prefix'].rstrip('/')}"
-                for item in page.get("CommonPrefixes", [])
-            ]
-    return sorted(children)
+    return sorted(uri for uri, modified in _list(str(location), "/").items() if modified is None)
 
 
 def upload_dir(local: str | Path, uri: str) -> str:
@@ -234,14 +278,20 @@ def delete_prefix(location: str | Path) -> int:
     bucket, prefix = split_s3(str(location))
     for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
         batch = [{"Key": split_s3(k)[1]} for k in keys[start : start + 1000]]
-        with s3_errors(str(location)):
-            s3_client().delete_objects(Bucket=bucket, Delete={"Objects": batch})
+        _call(
+            str(location),
+            lambda batch=batch: s3_client().delete_objects(
+                Bucket=bucket, Delete={"Objects": batch}
+            ),
+        )
     # Filer-backed stores (the local SeaweedFS) keep the emptied folders and go on listing
     # them as common prefixes, so Triton would still see a model or version folder.
     # Deleting a folder's own key removes it there and is a no-op on plain S3.
-    with s3_errors(str(location)):
-        for folder in _folders_under(prefix, [split_s3(k)[1] for k in keys]):
-            s3_client().delete_object(Bucket=bucket, Key=folder)
+    for folder in _folders_under(prefix, [split_s3(k)[1] for k in keys]):
+        _call(
+            str(location),
+            lambda folder=folder: s3_client().delete_object(Bucket=bucket, Key=folder),
+        )
     return len(keys)
 
 
