@@ -384,15 +384,13 @@ def test_web_memory_under_play_fits_every_overlays_limits(web, local_stack, serv
     also runs the reconciler, so this is an upper bound for a cluster web pod)."""
     from pathlib import Path
 
-    from cartridge.benchmarking.web_memory import web_memory_under_load
+    from cartridge.benchmarking.web_load import web_under_load
     from cartridge.deploy.contract import Render, memory_problems
 
     renders = sorted((Path(__file__).parents[1] / "build" / "validate" / "rendered").glob("*"))
     assert len(renders) == 3, "no overlay renders: run `make validate` (part of `make test`)"
     pid = _load_state(local_stack)["web"].pid
-    measured = web_memory_under_load(
-        web, pid, sorted(served_champions), clients=16, seconds=15, level=32
-    )
+    measured = web_under_load(web, pid, sorted(served_champions), clients=16, seconds=15, level=32)
     assert measured.requests > 100 and set(measured.statuses) == {200}, measured.as_dict()
     for path in renders:
         assert memory_problems(Render(path), "web", "web", measured.peak_mib) == []
@@ -444,3 +442,47 @@ def test_error_answers_are_the_ones_the_openapi_spec_documents(web):
         schema = documented[str(expected)]["content"]["application/json"]["schema"]
         models[schema["$ref"].rsplit("/", 1)[-1]].model_validate(answer.json())
     assert "HTTPValidationError" not in json.dumps(spec["paths"])
+
+
+def test_concurrent_reads_share_one_fetch_and_its_failure():
+    """A crowd asking the same question makes one MLflow read; a failed read fails its
+    waiters and the next request reads again; an answer is reused only while fresh."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cartridge.web.shared import SharedAnswers
+
+    calls = []
+
+    def slow_fetch():
+        calls.append(1)
+        time.sleep(0.5)
+        return {"version": len(calls)}
+
+    shared = SharedAnswers()
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda _: shared.get("tictactoe", slow_fetch), range(50)))
+    assert len(calls) == 1 and all(a == {"version": 1} for a in answers)
+    assert shared.get("tictactoe", slow_fetch) == {"version": 2}  # not fresh-cached: read again
+
+    def failing_fetch():
+        calls.append(1)
+        time.sleep(0.5)
+        raise OSError("MLflow is down")
+
+    calls.clear()
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(
+            pool.map(lambda _: _outcome(lambda: shared.get("connect4", failing_fetch)), range(20))
+        )
+    assert len(calls) == 1 and outcomes == ["MLflow is down"] * 20
+    assert shared.get("connect4", slow_fetch) == {"version": 2}
+
+    cached = SharedAnswers(fresh_seconds=60)
+    assert cached.get("othello", slow_fetch) == cached.get("othello", slow_fetch)
+
+
+def _outcome(call):
+    try:
+        return call()
+    except OSError as error:
+        return str(error)

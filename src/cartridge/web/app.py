@@ -33,6 +33,7 @@ from cartridge.serving.triton import (
     TritonUnavailable,
 )
 from cartridge.web.metrics import WebMetrics
+from cartridge.web.shared import SharedAnswers
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -236,7 +237,10 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.state.control = TritonControl(settings.triton_url, timeout=settings.triton_timeout)
     app.state.discounts = ServedDiscounts(app.state.control)
     app.state.reconciler = reconciler
-    stats_cache: dict[str, tuple[float, dict]] = {}
+    # Lineage changes with a promotion, so it is only shared while being fetched;
+    # training curves change slowly and are reused for a while.
+    lineages: SharedAnswers[dict | None] = SharedAnswers()
+    training_curves: SharedAnswers[dict] = SharedAnswers(settings.stats_cache_seconds)
 
     def evaluator_for(game_name: str):
         """One Triton evaluator per game behind a batcher: the searches of concurrent
@@ -440,8 +444,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         from cartridge.serving.lineage import champion_lineage
 
         ui = _ui_url(settings.tracking_uri)
-        lineage = ask_mlflow(champion_lineage, game, ui)
+        lineage = lineages.get(game, lambda: ask_mlflow(champion_lineage, game, ui))
         if lineage is not None:
+            lineage = dict(lineage)  # each request adds its own Triton state
             lineage["triton"] = _triton_state(app.state.control, game)
             # The registry's champion and what Triton serves can differ for a moment
             # (until the next reconcile pass) or for good (a refused version).
@@ -453,12 +458,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         """Training curves (losses by cumulative step) and arena results by version."""
         from cartridge.serving.lineage import training_stats
 
-        cached = stats_cache.get(game)
-        if cached and time.monotonic() - cached[0] < settings.stats_cache_seconds:
-            return cached[1]
-        result = ask_mlflow(training_stats, game)
-        stats_cache[game] = (time.monotonic(), result)
-        return result
+        return training_curves.get(game, lambda: ask_mlflow(training_stats, game))
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

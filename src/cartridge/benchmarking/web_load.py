@@ -1,14 +1,20 @@
-"""The web app's resident memory under play, the figure its container limits rest on.
+"""The web app under play: latency, status codes and resident memory.
 
 Clients play whole games against the champion through `/api/move` (the human side picks
 a random legal move, the bot answers), and read `/api/model` and `/api/stats` between
-games, as the browser UI does. The resident size of the web process (and any children)
-is sampled throughout; the peak is what a memory limit must cover.
+games, as the browser UI does. Every move's status and latency is kept; the resident
+size of the web process (and any children) is sampled throughout, and its peak is what
+a memory limit must cover.
+
+A 503 (the web app shedding load past its bounded queue, or Triton away) ends the game,
+as an impatient client would; with `honour_retry_after` the client waits the
+`Retry-After` seconds and sends the same move again, as the browser UI does.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import threading
 import time
 from collections import Counter
@@ -28,9 +34,17 @@ class MemoryUnderLoad:
     requests: int
     statuses: dict[int | str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    move_seconds: list[float] = field(default_factory=list)  # answered 200
+    shed_seconds: list[float] = field(default_factory=list)  # answered 503
 
     def as_dict(self) -> dict:
         return {
+            "moves_ok": len(self.move_seconds),
+            "moves_per_second": round(len(self.move_seconds) / max(self.seconds, 1e-9), 1),
+            "move_p50_ms": _percentile_ms(self.move_seconds, 50),
+            "move_p99_ms": _percentile_ms(self.move_seconds, 99),
+            "move_max_ms": _percentile_ms(self.move_seconds, 100),
+            "shed_p50_ms": _percentile_ms(self.shed_seconds, 50),
             "before_mib": round(self.before_mib, 1),
             "peak_mib": round(self.peak_mib, 1),
             "after_mib": round(self.after_mib, 1),
@@ -38,6 +52,15 @@ class MemoryUnderLoad:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items(), key=str)},
             "seconds": round(self.seconds, 1),
         }
+
+
+def _percentile_ms(values: list[float], percent: int) -> float | None:
+    if not values:
+        return None
+    if percent == 100:
+        return round(max(values) * 1000, 1)
+    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values
+    return round(cuts[min(percent, len(cuts)) - 1] * 1000, 1)
 
 
 def resident_mib(pid: int) -> float:
@@ -53,18 +76,36 @@ def resident_mib(pid: int) -> float:
     return total / MIB
 
 
-def _play(web_url: str, game: str, level: int, rng: random.Random, tally: Counter, lock):
+@dataclass
+class _Tally:
+    statuses: Counter = field(default_factory=Counter)
+    ok: list[float] = field(default_factory=list)
+    shed: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _play(
+    web_url: str,
+    game: str,
+    level: int,
+    rng: random.Random,
+    tally: _Tally,
+    stop: threading.Event,
+    honour_retry_after: bool,
+):
     """One game: random human moves, the bot's replies, until it ends."""
     moves: list[int] = []
     legal = None
     with requests.Session() as session:
         for path in (f"/api/model/{game}", f"/api/stats/{game}"):
             answer = session.get(web_url + path, timeout=30)
-            with lock:
-                tally[answer.status_code] += 1
-        while True:
+            with tally.lock:
+                tally.statuses[answer.status_code] += 1
+        while not stop.is_set():
             if legal is not None:
                 moves.append(rng.choice(legal))
+                legal = None
+            sent = time.monotonic()
             try:
                 answer = session.post(
                     f"{web_url}/api/move",
@@ -72,11 +113,19 @@ def _play(web_url: str, game: str, level: int, rng: random.Random, tally: Counte
                     timeout=60,
                 )
             except requests.RequestException as error:
-                with lock:
-                    tally[type(error).__name__] += 1
+                with tally.lock:
+                    tally.statuses[type(error).__name__] += 1
                 return
-            with lock:
-                tally[answer.status_code] += 1
+            took = time.monotonic() - sent
+            with tally.lock:
+                tally.statuses[answer.status_code] += 1
+                if answer.status_code == 200:
+                    tally.ok.append(took)
+                elif answer.status_code == 503:
+                    tally.shed.append(took)
+            if answer.status_code == 503 and honour_retry_after:
+                stop.wait(float(answer.headers.get("Retry-After", "1")))
+                continue  # the same move again
             if answer.status_code != 200:
                 return
             position = answer.json()["position"]
@@ -86,7 +135,7 @@ def _play(web_url: str, game: str, level: int, rng: random.Random, tally: Counte
             legal = position["legal_actions"]
 
 
-def web_memory_under_load(
+def web_under_load(
     web_url: str,
     pid: int,
     games: list[str],
@@ -95,6 +144,7 @@ def web_memory_under_load(
     seconds: float = 20.0,
     level: int = 64,
     seed: int = 0,
+    honour_retry_after: bool = False,
 ) -> MemoryUnderLoad:
     """Play `games` from `clients` threads for `seconds` against the web app at
     `web_url` (process `pid`), sampling its resident size every 0.1 s."""
@@ -102,14 +152,13 @@ def web_memory_under_load(
         raise ValueError("need at least one client, one game and a positive duration")
     before = resident_mib(pid)
     peak = before
-    tally: Counter = Counter()
-    lock = threading.Lock()
+    tally = _Tally()
     stop = threading.Event()
 
     def client(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
         while not stop.is_set():
-            _play(web_url, rng.choice(games), level, rng, tally, lock)
+            _play(web_url, rng.choice(games), level, rng, tally, stop, honour_retry_after)
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     started = time.monotonic()
@@ -126,7 +175,9 @@ def web_memory_under_load(
         before_mib=before,
         peak_mib=max(peak, after),
         after_mib=after,
-        requests=sum(tally.values()),
-        statuses=dict(tally),
+        requests=sum(tally.statuses.values()),
+        statuses=dict(tally.statuses),
         seconds=time.monotonic() - started,
+        move_seconds=tally.ok,
+        shed_seconds=tally.shed,
     )
