@@ -256,8 +256,10 @@ def build_components(image: str = PIPELINE_IMAGE, training_image: str = TRAINING
 
 def _step(task):
     """A task as every step needs it: S3 keys from a Kubernetes secret on a cluster
-    (locally the environment has them) and its step's deadline."""
+    (locally the environment has them), its step's deadline, and JSON log lines with
+    the step's game, run and iteration (`cartridge.logs`)."""
     kubernetes.set_timeout(task, STEP_TIMEOUTS[task.component_spec.name])
+    task.set_env_variable("CARTRIDGE_LOG_JSON", "true")
     return kubernetes.use_secret_as_env(
         task,
         secret_name=CREDENTIALS_SECRET,

@@ -356,3 +356,25 @@ def test_the_bucket_lifecycle_rules_are_valid_s3_and_back_up_retention():
     assert all(rule["Status"] in statuses for rule in rules["Rules"])
     wrong = {"Rules": [{"Status": "Enabled", "Expiration": {"Days": "30"}}]}
     assert ParamValidator().validate(wrong, shape).has_errors()
+
+
+def test_every_cartridge_process_in_the_cluster_logs_json(compiled, renders):
+    spec, _ = _executors(compiled)
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env.get("CARTRIDGE_LOG_JSON") == "true", name
+    for path in renders:
+        render = contract.Render(path)
+        configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in render.of_kind("ConfigMap")}
+        checked = set()
+        for workload, template in render.pod_templates().items():
+            for container in template["spec"]["containers"]:
+                if container.get("command", [None])[0] != "cartridge":
+                    continue  # MLflow's own server runs from our image too
+                checked.add(workload)
+                env = {e["name"]: e for e in container.get("env", [])}
+                ref = env.get("CARTRIDGE_LOG_JSON", {}).get("valueFrom", {})
+                ref = ref.get("configMapKeyRef", {})
+                value = configmaps.get(ref.get("name"), {}).get(ref.get("key"))
+                assert value == "true", (path.stem, workload)
+        assert checked >= {"web", "reconciler", "gc"}, (path.stem, checked)

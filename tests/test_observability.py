@@ -56,3 +56,61 @@ def test_promql_reading():
         " / on (game) group_left b_total offset 5m > bool 1"
     ) == {"a_bucket", "b_total"}
     assert metric_names('changes(max by (game) (c{namespace="$namespace"})[7d:1h]) == 0') == {"c"}
+
+
+STEP_UNDER_KFP = """
+import logging, sys
+# What KFP's executor_main does before it calls a component.
+logging.basicConfig(stream=sys.stdout, format="[KFP Executor %(message)s", level=logging.INFO)
+from cartridge import loop
+from cartridge.settings import Endpoints
+loop.finish_pipeline_run(
+    "tictactoe", "run-42", True, endpoints=Endpoints(mlflow_tracking_uri=sys.argv[1])
+)
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_pipeline_steps_log_json_lines_naming_their_game_and_run(json_lines, tmp_path):
+    """A step's library function, run as KFP's executor runs it: with CARTRIDGE_LOG_JSON
+    (set on every task) each line is one JSON object carrying the step's game and run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CARTRIDGE_LOG_JSON": "true" if json_lines else ""}
+    done = subprocess.run(
+        [sys.executable, "-c", STEP_UNDER_KFP, f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=True,
+    )
+    wanted = "no MLflow run for pipeline run run-42"
+    if not json_lines:
+        assert f"[KFP Executor {wanted}" in done.stdout
+        return
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    [warning] = [line for line in lines if wanted in line["message"]]
+    assert warning["level"] == "WARNING" and warning["name"] == "cartridge.loop"
+    assert (warning["game"], warning["run"]) == ("tictactoe", "run-42")
+    assert warning["time"].endswith("+00:00")
+    assert "KFP Executor" not in done.stdout  # every line is JSON now
+
+
+def test_log_fields_nest_and_leave_out_empty_values():
+    import logging
+
+    from cartridge.logs import ContextFields, log_fields
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+    with log_fields(game="connect4", run="r1"), log_fields(iteration=3, model=""):
+        ContextFields().filter(record)
+    assert (record.game, record.run, record.iteration) == ("connect4", "r1", 3)
+    assert not hasattr(record, "model")
+    outside = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+    ContextFields().filter(outside)
+    assert not hasattr(outside, "game")

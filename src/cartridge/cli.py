@@ -22,7 +22,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer.core import TyperGroup
 
 from cartridge.deploy.images import PIPELINE_IMAGE, TRAINING_IMAGE
-from cartridge.logs import configure_logging
+from cartridge.logs import configure_logging, current_logging_config
 from cartridge.names import CHAMPION, alias_uri, registered_model_name
 
 
@@ -237,8 +237,12 @@ def _game(name: GameName):
 
 @app.callback()
 def main(
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
-    log_json: Annotated[bool, typer.Option(help="Structured JSON log lines.")] = False,
+    log_level: Annotated[
+        str, typer.Option(envvar="CARTRIDGE_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+    log_json: Annotated[
+        bool, typer.Option(envvar="CARTRIDGE_LOG_JSON", help="Structured JSON log lines.")
+    ] = False,
 ):
     configure_logging(log_level, log_json)
 
@@ -451,7 +455,7 @@ def reconcile_command(
             factory=True,
             host=host,
             port=serve,
-            log_level="info",
+            log_config=current_logging_config(),
         )
         return
 
@@ -630,7 +634,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        log_config=current_logging_config(),
     )
 
 

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ValidationError
 
 from cartridge import storage
+from cartridge.logs import pipeline_step
 from cartridge.names import (
     CHALLENGER,
     CHAMPION,
@@ -58,6 +59,7 @@ def champion_version(client: MlflowClient, game_name: str, uri: str) -> str | No
     return version_of(uri) if uri else alias_version(client, game_name, CHAMPION)
 
 
+@pipeline_step
 def plan_selfplay(
     game_name: str, champion: str, shards: list, *, endpoints: Endpoints
 ) -> list[dict]:
@@ -97,6 +99,7 @@ def check_parameters(game_name: str, params: dict) -> dict[str, Settings]:
     return groups
 
 
+@pipeline_step
 def begin_pipeline_run(
     game_name: str, pipeline_run_id: str, params: dict, *, endpoints: Endpoints
 ) -> str:
@@ -127,6 +130,7 @@ def begin_pipeline_run(
     return run.info.run_id
 
 
+@pipeline_step
 def finish_pipeline_run(
     game_name: str,
     pipeline_run_id: str,
@@ -192,6 +196,7 @@ def _close_with_children(client, experiment_id: str, parent: str, status: str, r
     client.set_terminated(parent, status)
 
 
+@pipeline_step
 def selfplay_step(
     game_name: str,
     iteration: int,
@@ -232,6 +237,7 @@ def selfplay_step(
     return destination
 
 
+@pipeline_step
 def train_step(
     game_name: str,
     iteration: int,
@@ -337,6 +343,7 @@ def checkpoint_of(
         ) from error
 
 
+@pipeline_step
 def arena_step(
     game_name: str, challenger: str, *, settings: GateSettings, endpoints: Endpoints, seed: int
 ) -> bool:
@@ -364,6 +371,7 @@ def arena_step(
     return decision.promote
 
 
+@pipeline_step
 def promote_step(game_name: str, challenger: str, *, endpoints: Endpoints) -> str:
     """Promote the challenger the gate passed, if the champion is still the one the gate
     played (another run or a person may have moved it since); returns the champion's
@@ -387,12 +395,14 @@ def promote_step(game_name: str, challenger: str, *, endpoints: Endpoints) -> st
     return version_uri(game_name, result.champion)
 
 
+@pipeline_step
 def keep_step(game_name: str, *, endpoints: Endpoints) -> str:
     """The gate failed: the champion stays; returns its URI ('' while there is none)."""
     client = use_tracking(endpoints.mlflow_tracking_uri)
     return version_uri(game_name, champion_version(client, game_name, ""))
 
 
+@pipeline_step
 def gc_step(game_name: str, *, settings: RetentionSettings, endpoints: Endpoints) -> str:
     """The run's last step: retention (`cartridge.retention`) for its game, so a
     recurring pipeline keeps its storage bounded without anything else scheduled.
@@ -436,6 +446,7 @@ class IterationReport(BaseModel):
     model_metadata: dict[str, str]
 
 
+@pipeline_step
 def iteration_report(
     game_name: str,
     iteration: int,
