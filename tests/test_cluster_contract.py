@@ -269,7 +269,12 @@ def test_memory_quantities():
 def test_scraped_ports_exist_and_are_open_to_monitoring(renders, tmp_path):
     production = next(p for p in renders if p.stem == "production")
     monitors = contract.Render(production).of_kind("PodMonitor")
-    assert {m["metadata"]["name"] for m in monitors} == {"web", "reconciler", "triton"}
+    assert {m["metadata"]["name"] for m in monitors} == {
+        "web",
+        "reconciler",
+        "triton",
+        "pushgateway",
+    }
     assert contract.scrape_problems(contract.Render(production)) == []
 
     def wrong_port(o):
@@ -356,6 +361,19 @@ def test_the_bucket_lifecycle_rules_are_valid_s3_and_back_up_retention():
     assert all(rule["Status"] in statuses for rule in rules["Rules"])
     wrong = {"Rules": [{"Status": "Enabled", "Expiration": {"Days": "30"}}]}
     assert ParamValidator().validate(wrong, shape).has_errors()
+
+
+def test_pipeline_steps_reach_the_pushgateway_where_monitoring_is_deployed(renders):
+    monitored = [
+        p for p in renders if contract.Render(p).find("Deployment", "pushgateway", "cartridge")
+    ]
+    assert [p.stem for p in monitored] == ["production"]
+    render = contract.Render(monitored[0])
+    url = "http://pushgateway.cartridge.svc:9091"
+    assert contract.service_problems(render, url, "kubeflow") == []
+    assert contract.service_problems(render, url, "monitoring") == []
+    assert contract.scrape_problems(render) == []
+    assert Endpoints.model_fields["pushgateway_url"].description.count(url) == 1
 
 
 def test_every_cartridge_process_in_the_cluster_logs_json(compiled, renders):

@@ -20,10 +20,17 @@ COMPONENT = Path(__file__).resolve().parents[1] / "kustomize" / "components" / "
 
 @pytest.fixture(scope="module")
 def exported(local_stack, served_champions):
+    """What the web app and Triton serve, and every series the pipeline steps push
+    (no Pushgateway runs here; what a push sends is checked in test_pipeline)."""
+    from prometheus_client import generate_latest
+
+    from cartridge.pipeline_metrics import SERIES, registry_for
+
     web = requests.get(f"{local_stack.web_url}/metrics", timeout=30)
     triton = requests.get(local_stack.triton_metrics_url, timeout=30)
     assert web.status_code == triton.status_code == 200
-    return exported_names(web.text) | exported_names(triton.text)
+    pushed = generate_latest(registry_for(dict.fromkeys(SERIES, 1.0))).decode()
+    return exported_names(web.text) | exported_names(triton.text) | exported_names(pushed)
 
 
 def test_every_dashboard_panel_and_alert_reads_exported_metrics(exported):
@@ -42,6 +49,10 @@ def test_every_dashboard_panel_and_alert_reads_exported_metrics(exported):
         "nv_inference_queue_duration_us",
         "cartridge_pending_moves",
         "cartridge_serving_in_sync",
+        # The pipeline's: training loss, arena score, positions/s.
+        "cartridge_pipeline_train_loss",
+        "cartridge_pipeline_arena_score",
+        "cartridge_selfplay_positions_per_second",
     } <= read
 
 
@@ -114,3 +125,23 @@ def test_log_fields_nest_and_leave_out_empty_values():
     outside = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
     ContextFields().filter(outside)
     assert not hasattr(outside, "game")
+
+
+def test_a_pushgateway_that_is_away_costs_a_warning_not_the_step(caplog):
+    import time
+
+    from pydantic import ValidationError
+
+    from cartridge.pipeline_metrics import push
+    from cartridge.settings import Endpoints
+
+    started = time.monotonic()
+    with caplog.at_level("WARNING"):
+        sent = push("http://127.0.0.1:9", "connect4", {"cartridge_selfplay_games": 3})
+    assert sent is False and time.monotonic() - started < 10
+    assert "metrics not pushed to http://127.0.0.1:9" in caplog.text
+    assert push("", "connect4", {"cartridge_selfplay_games": 3}) is False  # none set
+    with pytest.raises(KeyError):  # a series nobody declared cannot be pushed
+        push("http://127.0.0.1:9", "connect4", {"cartridge_made_up": 1})
+    with pytest.raises(ValidationError, match="pushgateway_url"):
+        Endpoints(pushgateway_url="pushgateway:9091")

@@ -199,10 +199,45 @@ def _pipeline_runs(stack, game):
     return client, client.search_runs([experiment_id], "tags.kind = 'pipeline'")
 
 
+class _PushgatewayStandIn:
+    """Records what the steps push (PUT /metrics/job/<job>/<label>/<value>...): the
+    Pushgateway's API, which no binary here can serve."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        pushes = self.pushes = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                pushes.append((self.path, body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def values(self, path: str) -> list[dict[str, float]]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return [
+            {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
+            for pushed, body in self.pushes
+            if pushed == path
+        ]
+
+
 def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
     """Two iterations on Othello, self-play's network calls on the stack's Triton (the
     first iteration has no champion yet and plays with uniform priors)."""
     fresh_served_model(use_tracking(stack_env.mlflow_url), stack_env, "othello")
+    gateway = _PushgatewayStandIn()
     run_local(
         _arguments(
             stack_env,
@@ -221,10 +256,12 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
             td_steps=3,
             round_robin_versions=2,
             selfplay_triton=f"grpc://{stack_env.triton_grpc_url}",
+            pushgateway_url=gateway.url,
         ),
         iterations=2,
         pipeline_root=tmp_path / "kfp",
     )
+    gateway.server.shutdown()
     client, runs = _pipeline_runs(stack_env, "othello")
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.info.status == "FINISHED"
@@ -291,6 +328,21 @@ def test_local_pipeline_run_promotes_a_champion(stack_env, tmp_path):
         assert "| self-play | 8 games" in summary
         iterations.add(int(summary.split("iteration ", 1)[1].split(":", 1)[0]))
     assert iterations == {1, 2}
+    # Prometheus's view (through the Pushgateway): each shard's rate, each iteration.
+    group = "/metrics/job/cartridge-pipeline/game/othello"
+    for shard in (0, 1):
+        pushed = gateway.values(f"{group}/shard/{shard}")
+        assert len(pushed) == 2 and all(p["cartridge_selfplay_games"] == 4 for p in pushed)
+        assert all(p["cartridge_selfplay_positions_per_second"] > 0 for p in pushed)
+    first, second = gateway.values(group)
+    assert (first["cartridge_pipeline_iteration"], second["cartridge_pipeline_iteration"]) == (
+        1,
+        2,
+    )
+    assert second["cartridge_pipeline_train_loss"] > 0
+    assert 0 <= second["cartridge_pipeline_arena_score"] <= 1
+    behind = int(second_version.version) - int(champion.version)
+    assert second["cartridge_pipeline_iterations_since_promotion"] == behind
 
 
 def test_a_failing_step_fails_the_run_and_promotes_nothing(stack_env, tmp_path):

@@ -220,10 +220,15 @@ def selfplay_step(
     destination = shard_location(
         endpoints.replay_root, game_name, pipeline_run_id, iteration, shard
     )
+    import time
+
+    from cartridge import pipeline_metrics
+
     client = use_tracking(endpoints.mlflow_tracking_uri)
     version = champion_version(client, game_name, champion)
+    started = time.perf_counter()
     with storage.endpoint(endpoints.s3_endpoint):
-        write_selfplay_shard(
+        played = write_selfplay_shard(
             game_name,
             destination,
             settings,
@@ -233,6 +238,18 @@ def selfplay_step(
             ),
             keep_existing=True,
             triton=endpoints.selfplay_triton if version else "",
+        )
+    if played is not None:  # None: a retry found the shard written
+        seconds = time.perf_counter() - started
+        pipeline_metrics.push(
+            endpoints.pushgateway_url,
+            game_name,
+            {
+                "cartridge_selfplay_positions_per_second": played.positions / seconds,
+                "cartridge_selfplay_positions": played.positions,
+                "cartridge_selfplay_games": played.games,
+            },
+            shard=str(shard),
         )
     return destination
 
@@ -422,6 +439,34 @@ def gc_step(game_name: str, *, settings: RetentionSettings, endpoints: Endpoints
     return report.model_dump_json()
 
 
+def _push_report(
+    gateway: str,
+    game_name: str,
+    iteration: int,
+    metrics: dict[str, float],
+    challenger: str | None,
+    champion: str | None,
+) -> None:
+    """The iteration's figures for Prometheus (`cartridge.pipeline_metrics`). Each
+    iteration registers one version, so the challengers trained since the champion are
+    the difference of their version numbers (all of them before any champion)."""
+    import time
+
+    from cartridge import pipeline_metrics
+
+    values = {
+        f"cartridge_pipeline_{key}": value
+        for key, value in metrics.items()
+        if f"cartridge_pipeline_{key}" in pipeline_metrics.SERIES
+    }
+    if challenger:
+        since = int(challenger) - int(champion) if champion else int(challenger)
+        values["cartridge_pipeline_iterations_since_promotion"] = max(since, 0)
+    values["cartridge_pipeline_iteration"] = iteration
+    values["cartridge_pipeline_last_success_timestamp_seconds"] = time.time()
+    pipeline_metrics.push(gateway, game_name, values)
+
+
 TRAINING_LOSSES = ("loss", "policy_loss", "value_loss")
 ARENA_METRICS = (
     "arena_score",
@@ -480,6 +525,8 @@ def iteration_report(
     # version's rating there too (`promotion.record_arena`).
     trained = client.get_run(run_id).data.metrics if run_id else {}
     metrics.update({f"train_{k}": trained[k] for k in TRAINING_LOSSES if k in trained})
+    if "samples_per_sec" in trained:
+        metrics["train_samples_per_second"] = trained["samples_per_sec"]
     metrics.update({k: trained[k] for k in ARENA_METRICS if k in trained})
     tags = version.tags
     promoted = version_of(champion) == version_number
@@ -514,6 +561,8 @@ def iteration_report(
             *[f"| {step} | {text.replace('|', '/')} |" for step, text in rows],
         ]
     )
+    _push_report(endpoints.pushgateway_url, game_name, iteration, metrics, version_number,
+                 champion_number)  # fmt: skip
     return IterationReport(
         metrics=metrics,
         markdown=markdown,

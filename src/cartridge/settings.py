@@ -272,6 +272,13 @@ class Endpoints(Settings):
     )
     replay_root: str = "s3://cartridge/replay"
     checkpoint_root: str = "s3://cartridge/checkpoints"
+    pushgateway_url: str = Field(
+        "",
+        pattern=r"^(https?://\S+)?$",
+        description="Prometheus Pushgateway the steps push their figures to (self-play "
+        "positions/s, losses, arena score): http://pushgateway.cartridge.svc:9091 with "
+        "kustomize's prometheus component ('' : none).",
+    )
     selfplay_triton: str = Field(
         "",
         pattern=r"^(grpc://[^/:\s]+:\d+)?$",
