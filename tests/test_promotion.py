@@ -245,3 +245,128 @@ def test_two_runs_racing_to_promote_one_is_refused(stack_env):
     fourth = _register(client, game, 4)
     with pytest.raises(ValueError, match="no gate verdict"):
         promote(client, "othello", fourth, gated=True)
+
+
+class _Killed(BaseException):
+    """The promoting process dying at that point: nothing after it runs."""
+
+
+def _raise_killed(*args, **kwargs):
+    raise _Killed()
+
+
+def _kill_at(monkeypatch, where: str, client):
+    """Make the promotion die at `where`, one of its steps."""
+    from cartridge.serving import triton
+
+    if where == "between the two aliases":
+        real = client.set_registered_model_alias
+
+        def set_alias(name, alias, version):
+            if alias == "champion":
+                raise _Killed(where)
+            return real(name, alias, version)
+
+        monkeypatch.setattr(client, "set_registered_model_alias", set_alias)
+    elif where == "after the alias moved":
+        monkeypatch.setattr(triton, "publish", _raise_killed)
+    elif where == "with the model file written, not its config":
+        real_put = triton._put
+
+        def put(local, destination):
+            if destination.endswith("config.pbtxt"):
+                raise _Killed(where)
+            return real_put(local, destination)
+
+        monkeypatch.setattr(triton, "_put", put)
+    elif where == "before Triton's load":
+        monkeypatch.setattr(triton.TritonControl, "load", _raise_killed)
+    else:
+        raise AssertionError(where)
+
+
+KILL_POINTS = [
+    "between the two aliases",
+    "after the alias moved",
+    "with the model file written, not its config",
+    "before Triton's load",
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("where", KILL_POINTS)
+def test_a_promotion_killed_at_any_step_is_finished_by_the_next_pass_or_a_rerun(
+    where, stack_env, monkeypatch
+):
+    """Afterwards the registry's champion, the Triton repository's newest version and
+    what Triton serves (with the config written for it) agree: on the new champion
+    once a reconcile pass has run or the promotion is rerun, and never on a mix. (The
+    web app's own reconciler, woken by MLflow's webhook, may finish it first.)"""
+    from cartridge.serving.reconcile import reconcile_game
+
+    game = load("othello")
+    client = use_tracking(stack_env.mlflow_url)
+    fresh_served_model(client, stack_env, "othello")
+    repository = f"s3://{stack_env.bucket}/triton"
+    old = _register(client, game, 11, value_discount=0.9)
+    promote(client, "othello", old, repository=repository)
+    new = _register(client, game, 12)  # value discount 1.0
+    with monkeypatch.context() as patch:
+        _kill_at(patch, where, client)
+        with pytest.raises(_Killed):
+            promote(client, "othello", new, repository=repository)
+
+    def agreement():
+        champion = client.get_model_version_by_alias("cartridge-othello", "champion").version
+        folders = storage.list_children(f"{repository}/cartridge_othello")
+        newest = max((int(f.rsplit("/", 1)[-1]) for f in folders), default=None)
+        control = TritonControl(stack_env.triton_url)
+        try:
+            state = control.model_state("othello")
+            served = state.version if state.state == "READY" else None
+            discount = control.value_discount("othello")
+        finally:
+            control.close()
+        assert discount == {old: 0.9, new: 1.0}.get(served), (served, discount)
+        return champion, str(newest), served
+
+    control = TritonControl(stack_env.triton_url)
+    outcome = reconcile_game(client, control, "othello", repository)
+    control.close()
+    assert outcome.error is None and outcome.in_sync, outcome
+    if where == "between the two aliases":  # the champion never moved; a rerun moves it
+        assert agreement() == (old, old, old)
+        result = promote(client, "othello", new, repository=repository)
+        assert (result.champion, result.previous, result.triton_error) == (new, old, None)
+    assert agreement() == (new, new, new)
+    again = promote(client, "othello", new, repository=repository)  # a rerun is a no-op
+    assert not again.changed and again.triton_error is None
+    assert agreement() == (new, new, new)
+
+
+def test_a_publication_cut_short_is_published_again(stack_env, tmp_path, monkeypatch):
+    """Deterministic, on a repository no reconciler watches: the version folder written
+    but not the config naming it is not taken for published."""
+    from cartridge.serving import triton
+    from cartridge.serving.reconcile import reconcile_game
+
+    game = load("othello")
+    client = use_tracking(stack_env.mlflow_url)
+    fresh_served_model(client, stack_env, "othello")
+    repository = str(tmp_path / "repository")
+    old = _register(client, game, 21, value_discount=0.9)
+    new = _register(client, game, 22)
+    triton.publish("othello", old, repository)
+    client.set_registered_model_alias("cartridge-othello", "champion", new)
+    with monkeypatch.context() as patch:
+        _kill_at(patch, "with the model file written, not its config", client)
+        with pytest.raises(_Killed):
+            reconcile_game(client, None, "othello", repository)
+    folder = tmp_path / "repository" / "cartridge_othello"
+    assert (folder / new / "model.onnx").is_file()
+    assert triton.published_version("othello", repository) == old
+    outcome = reconcile_game(client, None, "othello", repository)
+    assert f"published v{new}" in outcome.actions, outcome
+    assert triton.published_version("othello", repository) == new
+    assert 'string_value: "1.0"' in (folder / "config.pbtxt").read_text()
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [new]

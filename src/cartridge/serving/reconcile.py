@@ -75,9 +75,16 @@ def reconcile_game(
             {p.rsplit("/", 1)[-1] for p in storage.list_children(folder)} if exists else set()
         )
         reason = refusal(client, game_name, champion) if champion else None
-        if champion is not None and reason is None and champion not in published:
+        # A version folder is not enough: a publication cut short before the config
+        # (written last, naming its version) left the previous version's config.
+        whole = (
+            champion in published and triton.published_version(game_name, repository) == champion
+        )
+        republished = False
+        if champion is not None and reason is None and not whole:
             try:
                 triton.publish(game_name, champion, repository)
+                republished = True
                 result.actions.append(f"published v{champion}")
             except triton.Unservable as error:
                 reason = str(error)
@@ -102,7 +109,13 @@ def reconcile_game(
                 control.unload(game_name)
                 result.actions.append(f"unloaded v{result.served}: no version is champion")
                 result.served = None
-            elif champion is not None and reason is None and result.served != champion:
+            elif (
+                champion is not None
+                and reason is None
+                and (
+                    result.served != champion or republished  # a new config: load it too
+                )
+            ):
                 control.load(game_name)
                 result.actions.append(f"loaded v{champion}")
                 state = control.model_state(game_name)

@@ -246,7 +246,7 @@ def publish(game_name: str, version: str, repository: str | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="cartridge-publish-") as workdir:
         onnx_file, value_discount = _checked_model(game_name, version, Path(workdir))
         served_config = Path(workdir) / "config.pbtxt"
-        served_config.write_text(config.read_text() + _parameters(value_discount))
+        served_config.write_text(config.read_text() + _parameters(value_discount, version))
         # The config goes last: a Triton polling the repository sees a complete version.
         _put(onnx_file, storage.join(folder, str(version), "model.onnx"))
         for extra in version_files:
@@ -287,10 +287,37 @@ def withdraw(game_name: str, version: str, repository: str | None = None) -> Non
     storage.delete_prefix(storage.join(model_folder(game_name, repository), str(version)))
 
 
-def _parameters(value_discount: float) -> str:
+PUBLISHED_LINE = "# Published for registry version "
+
+
+def published_version(game_name: str, repository: str | None = None) -> str | None:
+    """The version the model's config was last written for. The config goes last, so a
+    publication cut short leaves the previous version's config: its version folder may
+    exist, but it is not published until this names it."""
+    from cartridge import storage
+
+    location = storage.join(model_folder(game_name, repository), "config.pbtxt")
+    try:
+        if storage.is_s3(location):
+            with tempfile.TemporaryDirectory(prefix="cartridge-config-") as workdir:
+                text = storage.download_file(location, Path(workdir) / "config.pbtxt").read_text()
+        else:
+            text = Path(location).read_text()
+    except FileNotFoundError:
+        return None
+    except storage.StorageError as error:
+        if "does not exist" in str(error):
+            return None
+        raise
+    found = [line for line in text.splitlines() if line.startswith(PUBLISHED_LINE)]
+    return found[-1].removeprefix(PUBLISHED_LINE).strip() if found else None
+
+
+def _parameters(value_discount: float, version: str) -> str:
     """The served version's search setting, for clients that search with the model.
     Triton serves only the newest version, so the model-level config can describe it."""
     return (
+        f"\n{PUBLISHED_LINE}{version}"
         "\n# Written at publication: the served version's value discount (its values are\n"
         "# discounted results, so searches must back them up with the same factor).\n"
         f'parameters: {{ key: "{VALUE_DISCOUNT_KEY}" '
