@@ -165,6 +165,11 @@ def test_reply_plays_a_legal_move_and_leaves_finished_games_alone(onnx_models):
     assert finished.bot_move is None and finished.position.over
     with pytest.raises(ValueError, match="level"):
         bot.reply("tictactoe", [], 0, evaluator)
+    # Level 1, the lowest the API offers, is the network alone: its priors choose.
+    alone = bot.reply("tictactoe", [4], 1, evaluator)
+    assert alone.bot_move in range(9) and alone.bot_move != 4 and alone.policy[4] == 0
+    assert abs(sum(alone.policy) - 1) < 1e-5
+    assert alone.policy[alone.bot_move] == max(alone.policy)
     # X wins at once with 2: the search's value of that win is the model's discount.
     assert bot.reply("tictactoe", [0, 3, 1, 4], 200, evaluator).value > 0.9
     discounted = bot.reply("tictactoe", [0, 3, 1, 4], 200, evaluator, value_discount=0.5)

@@ -125,7 +125,9 @@ def reply(
 ) -> BotReply:
     """Search `level` simulations from the position after `moves` and play the most
     visited move; a finished game is returned as it is, with no bot move.
-    `value_discount` is the one the served model was trained with."""
+    `value_discount` is the one the served model was trained with. Level 1 is the
+    network alone: its one simulation evaluates the root and visits no move, so the
+    priors choose."""
     if not 1 <= level <= MAX_LEVEL:
         raise ValueError(f"level must be between 1 and {MAX_LEVEL} simulations, got {level}")
     game = load(game_name)
@@ -136,8 +138,12 @@ def reply(
     search = BatchedMCTS(game, 1, config)
     search.reset(0, state)
     search.run(evaluator, level)
-    policy = search.policy(0, temperature=1.0)
-    action = int(search.select_action(0, temperature=0.0))
+    if search.visit_counts(0).sum() > 0:
+        policy = search.policy(0, temperature=1.0)
+        action = int(search.select_action(0, temperature=0.0))
+    else:
+        policy = search.priors(0)
+        action = int(np.argmax(policy))
     value = float(search.root_value(0))
     after = [*moves, action]
     return BotReply(action, [float(p) for p in policy], value, describe(state.apply(action), after))

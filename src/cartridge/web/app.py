@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cartridge.games import GAME_NAMES, load
@@ -38,7 +38,18 @@ from cartridge.web.shared import SharedAnswers
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 GameName = Literal[GAME_NAMES]  # the engines' names, one Literal value each
-Action = Annotated[StrictInt, Field(ge=0, le=255)]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema, and so the OpenAPI spec, counts 3.0 as an integer: the API takes it
+    as 3. Anything else (3.5, "3", true) still meets the strict check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The bounds go before the validator, so the spec states them as minimum/maximum.
+Action = Annotated[StrictInt, Field(ge=0, le=255), BeforeValidator(_whole_number)]
 
 
 class WebSettings(BaseModel):
@@ -90,7 +101,9 @@ class StateRequest(BaseModel):
 
 
 class MoveRequest(StateRequest):
-    level: Annotated[StrictInt, Field(ge=1, le=bot.MAX_LEVEL)] = bot.DEFAULT_LEVEL
+    level: Annotated[StrictInt, Field(ge=1, le=bot.MAX_LEVEL), BeforeValidator(_whole_number)] = (
+        bot.DEFAULT_LEVEL
+    )
 
 
 class MoveReply(BaseModel):
