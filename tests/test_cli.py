@@ -343,3 +343,56 @@ def test_what_the_registry_refuses_is_one_line(embedded_env, arguments, reason):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: MLflow registry: ") and reason in result.output
     assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, onnx_models):
+    """A truncated shard, another game's ONNX file and a file that is no ONNX at all."""
+    from cartridge.evaluators import UniformEvaluator
+    from cartridge.games import load
+    from cartridge.replay import write_shard
+    from cartridge.selfplay import SelfPlayConfig, play_selfplay
+
+    root = tmp_path_factory.mktemp("bad")
+    game = load("tictactoe")
+    shard = write_shard(
+        root / "shard",
+        play_selfplay(game, UniformEvaluator(game), SelfPlayConfig.for_game(game, 4, 8), seed=1),
+    )
+    planes = shard / "planes.npy"
+    planes.write_bytes(planes.read_bytes()[:100])
+    (root / "garbage.onnx").write_text("not a model")
+    return {
+        "shard": str(shard),
+        "othello": str(onnx_models["othello"][0]),
+        "garbage": str(root / "garbage.onnx"),
+        "checkpoints": str(root / "checkpoints"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["shard", "inspect", "{shard}"], "planes.npy fails its sha256 check"),
+        (
+            ["train", "--game", "tictactoe", "--shard", "{shard}", "--steps", "2",
+             "--checkpoint-dir", "{checkpoints}"],
+            "corrupt shard",
+        ),
+        (
+            ["arena", "--game", "tictactoe", "--player1", "model:{othello}", "--player2",
+             "random", "--games", "2"],
+            "expects planes ['batch', 2, 8, 8], but tictactoe positions are [2, 3, 3]",
+        ),
+        (
+            ["arena", "--game", "tictactoe", "--player1", "model:{garbage}", "--player2",
+             "random", "--games", "2"],
+            "is not a loadable ONNX model",
+        ),
+        (["selfplay", "--game", "tictactoe", "--games", "0", "--out", "{checkpoints}"], "--games"),
+    ],
+)  # fmt: skip
+def test_bad_files_and_settings_are_one_line_and_exit_2(arguments, says, bad_files):
+    result = runner.invoke(app, [part.format(**bad_files) for part in arguments])
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split()) and one_line(result), result.output

@@ -110,17 +110,24 @@ def _forget_pipeline_runs(client) -> None:
             client.delete_run(run.info.run_id)
 
 
+@pytest.fixture
+def stores(stack_env):
+    """An MLflow client on an Othello registry of its own (no versions, no pipeline
+    runs), and fresh replay and checkpoint roots."""
+    client = use_tracking(stack_env.mlflow_url)
+    fresh_served_model(client, stack_env, GAME)
+    _forget_pipeline_runs(client)
+    base = f"s3://{stack_env.bucket}/gc-{time.time_ns()}"
+    return client, base, f"{base}/replay", f"{base}/checkpoints"
+
+
 def _artifacts_left(location: str) -> list:
     return get_artifact_repository(location).list_artifacts()
 
 
 @pytest.mark.timeout(600)
-def test_gc_keeps_what_is_in_use_and_deletes_the_rest(stack_env, tmp_path):
-    client = use_tracking(stack_env.mlflow_url)
-    fresh_served_model(client, stack_env, GAME)
-    _forget_pipeline_runs(client)
-    base = f"s3://{stack_env.bucket}/gc-{time.time_ns()}"
-    replay, checkpoints = f"{base}/replay", f"{base}/checkpoints"
+def test_gc_keeps_what_is_in_use_and_deletes_the_rest(stack_env, stores, tmp_path):
+    client, base, replay, checkpoints = stores
     repository = f"s3://{stack_env.bucket}/triton"
     runs = {"finished": "FINISHED", "failed": "FAILED", "running": "RUNNING"}
     for pipeline_run_id, status in runs.items():
@@ -190,12 +197,10 @@ def test_gc_keeps_what_is_in_use_and_deletes_the_rest(stack_env, tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_gc_running_all_the_time_never_deletes_what_training_or_promotion_uses(stack_env, tmp_path):
-    client = use_tracking(stack_env.mlflow_url)
-    fresh_served_model(client, stack_env, GAME)
-    _forget_pipeline_runs(client)
-    base = f"s3://{stack_env.bucket}/gc-live-{time.time_ns()}"
-    replay, checkpoints = f"{base}/replay", f"{base}/checkpoints"
+def test_gc_running_all_the_time_never_deletes_what_training_or_promotion_uses(
+    stack_env, stores, tmp_path
+):
+    client, _, replay, checkpoints = stores
     _pipeline_run(client, "live", "RUNNING", window=1)
     stop, passes, errors = threading.Event(), [], []
     # Everything older than 6 s is fair game. Age is what protects a write in progress

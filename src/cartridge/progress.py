@@ -18,7 +18,8 @@ def progress_bar(description: str, total: int, enabled: bool = True, transient: 
     """Yields `advance(done)` that sets the completed count; a no-op when disabled.
 
     Bars go to stderr, so a command's stdout stays clean for its result.
-    `transient` bars vanish when done, for commands whose output is one value.
+    `transient` bars vanish when done, for commands whose output is one value. A bar
+    whose work fails vanishes too: the error is then the one line the user sees.
     """
     if not enabled:
         yield lambda done: None
@@ -34,4 +35,8 @@ def progress_bar(description: str, total: int, enabled: bool = True, transient: 
         transient=transient,
     ) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda done: progress.update(task, completed=done)
+        try:
+            yield lambda done: progress.update(task, completed=done)
+        except BaseException:
+            progress.live.transient = True
+            raise

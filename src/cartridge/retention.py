@@ -106,6 +106,11 @@ def collect(
     return report
 
 
+def _exists(root: str) -> bool:
+    """An s3:// prefix always 'exists' (listing an empty one is cheap); a folder must."""
+    return storage.is_s3(root) or Path(root).is_dir()
+
+
 def _count(report: CollectionReport, kind: str, n: int = 1) -> None:
     report.kept[kind] = report.kept.get(kind, 0) + n
 
@@ -175,7 +180,7 @@ def _iterations_to_delete(
     from cartridge.training.data import list_replay
 
     root = storage.join(replay_root, game_name)
-    if not storage.is_s3(root) and not Path(root).is_dir():
+    if not _exists(root):
         return []
     listing = list_replay(root)
     window = _window(runs, policy)
@@ -214,7 +219,7 @@ def _checkpoints_to_delete(
     game_name: str, checkpoint_root: str, runs, policy: RetentionSettings, now: float, report
 ) -> list[Deletion]:
     root = storage.join(checkpoint_root, game_name)
-    if not storage.is_s3(root) and not Path(root).is_dir():
+    if not _exists(root):
         return []
     files = storage.modified_times(root)
     newest: dict[str, float] = {}
