@@ -340,3 +340,51 @@ def test_a_corrupt_shard_in_the_store_is_named_by_its_uri(stack_env, tmp_path):
     assert result.exit_code == 2
     assert f"{uri}/outcome.npy fails its sha256 check" in " ".join(result.output.split())
     assert "cartridge-inspect-" not in result.output
+
+
+@pytest.mark.timeout(300)
+def test_a_store_killed_mid_upload_delays_the_shard_but_it_lands_whole(
+    stack_env, tmp_path, monkeypatch
+):
+    """The object store SIGKILLed after a shard's first file went up, and started again
+    5 s later: the remaining uploads wait for it and the shard lands whole."""
+    import os
+    import signal
+    import threading
+    import time
+    import uuid
+
+    import psutil
+
+    from cartridge import storage
+    from cartridge.settings import SelfPlaySettings
+    from cartridge.shard_writer import holds_shard, write_selfplay_shard
+    from cartridge.stack import up
+    from cartridge.stack.manager import _load_state
+
+    destination = f"s3://{stack_env.bucket}/store-killed-{uuid.uuid4().hex[:8]}/shard-000"
+    record = _load_state(stack_env)["s3"]
+    real_upload, uploaded, restarted = storage.upload_file, [], threading.Event()
+
+    def restart_later():
+        time.sleep(5)
+        up(stack_env)
+        restarted.set()
+
+    def upload_then_kill(local, uri):
+        real_upload(local, uri)
+        uploaded.append(uri)
+        if len(uploaded) == 1:
+            members = [psutil.Process(record.pid), *psutil.Process(record.pid).children(True)]
+            os.killpg(record.pid, signal.SIGKILL)
+            psutil.wait_procs(members, timeout=10)
+            threading.Thread(target=restart_later, daemon=True).start()
+
+    monkeypatch.setattr(storage, "upload_file", upload_then_kill)
+    played = write_selfplay_shard(
+        "tictactoe", destination, SelfPlaySettings(games=2, simulations=8), seed=3
+    )
+    assert restarted.wait(60) and len(uploaded) == 5  # four arrays, then the metadata
+    assert uploaded[-1].endswith("metadata.json") and holds_shard(destination)
+    local = storage.download_dir(destination, tmp_path / "copy")
+    assert read_shard(local).metadata == played

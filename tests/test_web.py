@@ -486,3 +486,25 @@ def _outcome(call):
         return call()
     except OSError as error:
         return str(error)
+
+
+@pytest.mark.timeout(300)
+def test_two_hundred_clients_get_moves_or_retry_after_and_nothing_else(
+    web, local_stack, served_champions
+):
+    """The load the web app is sized for, bounded: 200 clients playing whole games for
+    20 s (each reads the lineage and stats first, as the UI does, and waits Retry-After
+    when shed). Every answer is a 200 or a deliberate 503 (a timed-out read counts as
+    its error's name), moves keep being served, and memory does not grow with the load.
+    (With each read its own MLflow request, every read timed out and no move was
+    played.)"""
+    from cartridge.benchmarking.web_load import web_under_load
+
+    pid = _load_state(local_stack)["web"].pid
+    measured = web_under_load(
+        web, pid, ["tictactoe"], clients=200, seconds=20, level=200, honour_retry_after=True
+    )
+    report = measured.as_dict()
+    assert set(measured.statuses) <= {200, 503}, report
+    assert len(measured.move_seconds) >= 200, report
+    assert measured.after_mib < measured.before_mib * 1.5, report

@@ -98,7 +98,12 @@ def _play(
     legal = None
     with requests.Session() as session:
         for path in (f"/api/model/{game}", f"/api/stats/{game}"):
-            answer = session.get(web_url + path, timeout=30)
+            try:
+                answer = session.get(web_url + path, timeout=30)
+            except requests.RequestException as error:
+                with tally.lock:
+                    tally.statuses[type(error).__name__] += 1
+                return
             with tally.lock:
                 tally.statuses[answer.status_code] += 1
         while not stop.is_set():
