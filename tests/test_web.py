@@ -496,8 +496,8 @@ def test_two_hundred_clients_get_moves_or_retry_after_and_nothing_else(
     20 s (each reads the lineage and stats first, as the UI does, and waits Retry-After
     when shed). Every answer is a 200 or a deliberate 503 (a timed-out read counts as
     its error's name), moves keep being served, and memory does not grow with the load.
-    (With each read its own MLflow request, every read timed out and no move was
-    played.)"""
+    (The session's registry is small, so its reads are cheap: the crowd of reads that
+    timed out against a long-lived registry is guarded by the shared-fetch test.)"""
     from cartridge.benchmarking.web_load import web_under_load
 
     pid = _load_state(local_stack)["web"].pid
