@@ -10,10 +10,8 @@ second alone and under the load (from its MLflow metrics). Prints one JSON repor
 """
 
 import argparse
+import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,46 +22,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cartridge.benchmarking.web_load import web_under_load  # noqa: E402
+from cartridge.benchmarking.web_load import TrainingAlongside, web_under_load  # noqa: E402
 from cartridge.stack import StackConfig, client_environment, status  # noqa: E402
-
-CLI = [sys.executable, "-m", "cartridge"]
-
-
-def _training_step(client, run_id: str) -> int:
-    history = client.get_metric_history(run_id, "loss")
-    return max((m.step for m in history), default=0)
-
-
-def _start_training(workdir: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    """A long Connect 4 training run on a fresh shard; returns it and its MLflow run."""
-    from cartridge.tracking import use_tracking
-
-    shard = workdir / "shard"
-    subprocess.run(
-        [*CLI, "selfplay", "--game", "connect4", "--games", "32", "--sims", "16",
-         "--out", str(shard)],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    client = use_tracking(env["MLFLOW_TRACKING_URI"])
-    since = int(time.time() * 1000)
-    process = subprocess.Popen(
-        [*CLI, "train", "--game", "connect4", "--shard", str(shard), "--steps", "1000000",
-         "--checkpoint-dir", str(workdir / "ckpt"), "--no-register"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    experiment = client.get_experiment_by_name("cartridge-connect4")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        experiment = experiment or client.get_experiment_by_name("cartridge-connect4")
-        runs = client.search_runs(
-            [experiment.experiment_id], f"attributes.start_time >= {since}", max_results=1
-        ) if experiment else []  # fmt: skip
-        if runs and _training_step(client, runs[0].info.run_id) > 0:
-            return process, runs[0].info.run_id
-        time.sleep(1)
-    process.kill()
-    sys.exit("the training run did not start logging within 120 s")
 
 
 def main() -> None:
@@ -93,38 +53,33 @@ def main() -> None:
         "level": args.level,
         "honour_retry_after": args.honour_retry_after,
     }
-    training = None
-    with tempfile.TemporaryDirectory(prefix="cartridge-load-") as workdir:
+    with (
+        tempfile.TemporaryDirectory(prefix="cartridge-load-") as workdir,
+        contextlib.ExitStack() as stack,
+    ):
+        training = None
         if args.with_training:
-            from cartridge.tracking import use_tracking
-
-            env = {**os.environ, **client_environment(config)}
-            training, run_id = _start_training(Path(workdir), env)
-            client = use_tracking(env["MLFLOW_TRACKING_URI"])
-            alone_seconds = min(30.0, args.seconds / 2)
-            first = _training_step(client, run_id)
-            time.sleep(alone_seconds)
-            before = _training_step(client, run_id)
-            report["training_steps_per_second_alone"] = round((before - first) / alone_seconds, 2)
-        try:
-            result = web_under_load(
-                web.url,
-                web.pid,
-                games,
-                clients=args.clients,
-                seconds=args.seconds,
-                level=args.level,
-                honour_retry_after=args.honour_retry_after,
+            training = stack.enter_context(
+                TrainingAlongside(Path(workdir), client_environment(config))
             )
-            if training is not None:
-                after = _training_step(client, run_id)
-                report["training_steps_per_second_under_load"] = round(
-                    (after - before) / result.seconds, 2
-                )
-        finally:
-            if training is not None:
-                os.killpg(training.pid, signal.SIGKILL)
-                training.wait(timeout=30)
+            alone_seconds = min(30.0, args.seconds / 2)
+            first = training.step()
+            time.sleep(alone_seconds)
+            before = training.step()
+            report["training_steps_per_second_alone"] = round((before - first) / alone_seconds, 2)
+        result = web_under_load(
+            web.url,
+            web.pid,
+            games,
+            clients=args.clients,
+            seconds=args.seconds,
+            level=args.level,
+            honour_retry_after=args.honour_retry_after,
+        )
+        if training is not None:
+            report["training_steps_per_second_under_load"] = round(
+                (training.step() - before) / result.seconds, 2
+            )
     report.update(result.as_dict())
     text = json.dumps(report, indent=2)
     print(text)

@@ -13,12 +13,17 @@ as an impatient client would; with `honour_retry_after` the client waits the
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import requests
@@ -186,3 +191,65 @@ def web_under_load(
         move_seconds=tally.ok,
         shed_seconds=tally.shed,
     )
+
+
+class TrainingAlongside:
+    """A long Connect 4 `cartridge train` in its own process on a fresh shard, for load
+    that must share the cores with training; `step()` is how far it got (from its MLflow
+    metrics). Used as a context manager: started (and logging) on entry, killed on exit.
+    `environment` names the MLflow and S3 the commands use."""
+
+    def __init__(self, workdir: Path, environment: dict[str, str], start_seconds: float = 120):
+        self.workdir = workdir
+        self.environment = {**os.environ, **environment}
+        self.start_seconds = start_seconds
+        self.process: subprocess.Popen | None = None
+        self.run_id = ""
+
+    def __enter__(self) -> TrainingAlongside:
+        from cartridge.tracking import use_tracking
+
+        cli = [sys.executable, "-m", "cartridge"]
+        shard = self.workdir / "shard"
+        subprocess.run(
+            [*cli, "selfplay", "--game", "connect4", "--games", "32", "--sims", "16",
+             "--out", str(shard), "--quiet"],
+            env=self.environment, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        self.client = use_tracking(self.environment["MLFLOW_TRACKING_URI"])
+        since = int(time.time() * 1000)
+        self.process = subprocess.Popen(
+            [*cli, "train", "--game", "connect4", "--shard", str(shard), "--steps", "1000000",
+             "--checkpoint-dir", str(self.workdir / "checkpoints"), "--no-register", "--quiet",
+             "--log-every", "1"],
+            env=self.environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + self.start_seconds
+        while time.monotonic() < deadline and self.process.poll() is None:
+            experiment = self.client.get_experiment_by_name("cartridge-connect4")
+            runs = (
+                self.client.search_runs(
+                    [experiment.experiment_id],
+                    f"attributes.start_time >= {since}",
+                    max_results=1,
+                )
+                if experiment
+                else []
+            )
+            if runs:
+                self.run_id = runs[0].info.run_id
+                if self.step() > 0:
+                    return self
+            time.sleep(1)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"the training run did not log a step within {self.start_seconds} s")
+
+    def step(self) -> int:
+        history = self.client.get_metric_history(self.run_id, "loss")
+        return max((m.step for m in history), default=0)
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
