@@ -347,6 +347,7 @@ def build_pipeline(
             )
             start.set_caching_options(False)
             champion = ""  # the first iteration reads the registry's champion, if any
+            summary = None  # the previous iteration's report
             for i in range(1, iterations + 1):
                 fanout = _step(
                     ops["plan"](
@@ -355,6 +356,10 @@ def build_pipeline(
                 )
                 fanout.set_display_name(f"plan {i}").set_caching_options(False)
                 fanout.after(start)
+                if summary is not None:
+                    # Reported before the next iteration starts, so what the report
+                    # pushes (the Pushgateway keeps the last push) is the newest.
+                    fanout.after(summary)
                 with dsl.ParallelFor(
                     fanout.output, parallelism=parallelism, name=f"selfplay-{i}"
                 ) as item:
