@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -95,14 +96,23 @@ def bench_train(
             device=device,
             checkpoint_every=10_000,
         )
-        train(
-            config,
-            [str(shard)],
-            checkpoint_dir=str(home / "ckpt"),
-            tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-            register=False,
-            on_step=record,
-        )
+        # MLflow exports the tracking URI it is given to the environment, where later
+        # commands in this process would find the deleted throwaway store.
+        exported = os.environ.get("MLFLOW_TRACKING_URI")
+        try:
+            train(
+                config,
+                [str(shard)],
+                checkpoint_dir=str(home / "ckpt"),
+                tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+                register=False,
+                on_step=record,
+            )
+        finally:
+            if exported is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = exported
     trainer_steps = [
         b - a for a, b in zip(stamps[WARMUP_STEPS - 1 :], stamps[WARMUP_STEPS:], strict=False)
     ]
