@@ -185,8 +185,9 @@ def test_bench_mcts_json():
     assert report["sims_per_sec_runs"] == [report["sims_per_sec"]]  # the median of one run
     # The C-level tree beats the dict-based Python PUCT by a wide margin on any machine.
     assert report["speedup_vs_python"] > 2
-    assert report["speedup_vs_python"] == round(
-        report["sims_per_sec"] / report["python_puct_sims_per_sec"], 1
+    # Computed from the unrounded rates: the printed ones may round it differently.
+    assert report["speedup_vs_python"] == pytest.approx(
+        report["sims_per_sec"] / report["python_puct_sims_per_sec"], abs=0.06
     )
 
 
