@@ -117,6 +117,9 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     logging.config.dictConfig(logging_config(level, json_lines))
 
 
+_step_logging_configured = False  # once per process: a step's own set-up, not KFP's
+
+
 def pipeline_step(function):
     """For the library functions pipeline steps run: JSON logs when the environment asks
     (KFP's executor has already set up plain lines), and the step's game, run,
@@ -125,9 +128,10 @@ def pipeline_step(function):
 
     @functools.wraps(function)
     def step(*args, **kwargs):
-        if json_from_environment() and not getattr(pipeline_step, "configured", False):
+        global _step_logging_configured
+        if json_from_environment() and not _step_logging_configured:
             configure_logging(os.environ.get("CARTRIDGE_LOG_LEVEL", "INFO"), json_lines=True)
-            pipeline_step.configured = True
+            _step_logging_configured = True
         bound = signature.bind_partial(*args, **kwargs).arguments
         fields = {field: bound[name] for name, field in STEP_FIELDS.items() if name in bound}
         with log_fields(**fields):

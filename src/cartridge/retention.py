@@ -185,33 +185,23 @@ def _iterations_to_delete(
     listing = list_replay(root)
     window = _window(runs, policy)
     old_enough = now - policy.min_age_minutes * 60
+    _count(report, "replay-iteration (window)", len(listing.iterations[-window:]))
+    outside = listing.iterations[: max(0, len(listing.iterations) - window)]
+    candidates = [
+        ("replay-iteration", it.location, it.played,
+         f"outside the newest {window} iterations (the largest replay window)")
+        for it in outside
+    ] + [
+        ("uncommitted-shard", shard, written,
+         "an interrupted write: files without the metadata that completes a shard")
+        for shard, written in listing.uncommitted.items()
+    ]  # fmt: skip
     deletions = []
-    kept = listing.iterations[-window:]
-    _count(report, "replay-iteration (window)", len(kept))
-    for iteration in listing.iterations[: max(0, len(listing.iterations) - window)]:
-        if iteration.played > old_enough:
-            _count(report, "replay-iteration (young)")
-            continue
-        deletions.append(
-            Deletion(
-                kind="replay-iteration",
-                game=game_name,
-                target=iteration.location,
-                reason=f"outside the newest {window} iterations (the largest replay window)",
-            )
-        )
-    for shard, written in listing.uncommitted.items():
+    for kind, target, written, reason in candidates:
         if written > old_enough:
-            _count(report, "uncommitted-shard (young)")
-            continue
-        deletions.append(
-            Deletion(
-                kind="uncommitted-shard",
-                game=game_name,
-                target=shard,
-                reason="an interrupted write: files without the metadata that completes a shard",
-            )
-        )
+            _count(report, f"{kind} (young)")
+        else:
+            deletions.append(Deletion(kind=kind, game=game_name, target=target, reason=reason))
     return deletions
 
 
