@@ -5,7 +5,7 @@ Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .c
        [--train-steps 400] [--window 4] [--arena-games 20] [--threshold 0.55]
        [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0] [--eval-sims N]
        [--search-value-weight 0] [--train-from latest|champion] [--gate-solver-z 0]
-       [--random-opening-plies 0]
+       [--random-opening-plies 0] [--td-steps 0] [--mcts-solver] [--root-search puct|gumbel]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--gate-solver-z", type=float, default=0.0)
     parser.add_argument("--random-opening-plies", type=int, default=0)
     parser.add_argument("--td-steps", type=int, default=0)
+    parser.add_argument("--mcts-solver", action="store_true")
+    parser.add_argument("--root-search", choices=("puct", "gumbel"), default="puct")
     args = parser.parse_args()
     eval_sims = args.eval_sims or args.sims
     os.environ["CARTRIDGE_HOME"] = args.home
@@ -115,6 +117,9 @@ def main() -> None:
                     str(args.random_opening_plies),
                     "--td-steps",
                     str(args.td_steps),
+                    "--mcts-solver" if args.mcts_solver else "--no-mcts-solver",
+                    "--root-search",
+                    args.root_search,
                 ],
                 check=True,
                 stdout=handle,
@@ -158,6 +163,8 @@ def main() -> None:
             "gate_solver_z": args.gate_solver_z,
             "random_opening_plies": args.random_opening_plies,
             "td_steps": args.td_steps,
+            "mcts_solver": args.mcts_solver,
+            "root_search": args.root_search,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],

@@ -166,6 +166,49 @@ def test_td_steps_bootstrap_the_value_target_from_the_search_later_in_the_game()
             SelfPlayConfig.for_game(game, 4, 8, td_steps=steps)
 
 
+def test_proven_positions_take_their_exact_value_as_target():
+    from cartridge.selfplay.play import _GameRecord, _value_targets
+
+    record = _GameRecord(ply=[0, 1, 2])
+    record.root_values = {0: (0, 0.2), 1: (1, -1.0), 2: (0, 0.9)}
+    record.proven = {1, 2}
+    # Ply 0 mixes result and search; the proven plies are exact, whatever the result.
+    np.testing.assert_allclose(
+        _value_targets(-1.0, record, 3, 0.9, 0.5, 0), [0.5 * -(0.9**3) + 0.5 * 0.2, -1.0, 0.9]
+    )
+
+
+def _tictactoe_state(planes):
+    """The TicTacToe position of a recorded plane pair (side to move first)."""
+    mine, theirs = planes[0].reshape(-1), planes[1].reshape(-1)
+    x_to_move = mine.sum() == theirs.sum()
+    x, o = (mine, theirs) if x_to_move else (theirs, mine)
+    cells = ["X" if x[k] else "O" if o[k] else "." for k in range(9)]
+    rows = "\n".join(" ".join(cells[r * 3 : r * 3 + 3]) for r in range(3))
+    return load("tictactoe").parse_board(rows + ("\nX to move" if x_to_move else "\nO to move"))
+
+
+@pytest.mark.parametrize("solver", [True, False])
+def test_solver_makes_late_value_targets_exact(solver):
+    from test_mcts import negamax
+
+    game = load("tictactoe")
+    config = SelfPlayConfig.for_game(game, 16, 300, solver=solver, search_value_weight=1.0)
+    shard = play_selfplay(game, UniformEvaluator(game), config, seed=5)
+    assert shard.metadata.config["search"]["solver"] is solver
+    late = [
+        (target, negamax(_tictactoe_state(planes), 1.0))
+        for planes, target in zip(shard.planes, shard.outcome, strict=True)
+        if planes.sum() >= 5  # four empty cells or fewer: 300 simulations settle them
+    ]
+    assert len(late) > 20
+    exact = sum(target == truth for target, truth in late)
+    if solver:
+        assert exact == len(late)
+    else:  # sample means of uniform leaves: only finished-game lines come out exact
+        assert exact < len(late) / 2
+
+
 def test_random_openings_start_games_a_few_moves_deep():
     from cartridge.selfplay.play import _random_opening
 

@@ -76,6 +76,9 @@ class GameName(StrEnum):
 
 GameOption = Annotated[GameName, typer.Option("--game", "-g", help="Which game.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+SolverFlag = Annotated[
+    bool, typer.Option("--mcts-solver", help="Search with MCTS-solver (proven results) on.")
+]
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="State directory (default .cartridge).")
 ]
@@ -125,6 +128,8 @@ def with_settings(*groups: str):
         choices = model.choices(name)
         # typer offers a fixed set of values as an Enum (click shows and checks them).
         kind = StrEnum(name, {c: c for c in choices}) if choices else model.parameter_type(name)
+        if kind is bool:  # an on/off pair, so a default of on can be turned off too
+            flags[0] += "/--no-" + flags[0].removeprefix("--")
         parameter = inspect.Parameter(
             f"setting__{name}",
             inspect.Parameter.KEYWORD_ONLY,
@@ -1107,6 +1112,7 @@ def bench_mcts(
     sims: Annotated[int, typer.Option(min=1, help="Simulations per tree.")] = 800,
     trees: Annotated[int, typer.Option(min=1, help="Trees searched together.")] = 64,
     repeats: Annotated[int, typer.Option(min=1)] = 5,
+    mcts_solver: SolverFlag = False,
     as_json: JsonFlag = False,
 ):
     """Search simulations per second (uniform evaluator) vs a dict-based Python PUCT."""
@@ -1116,7 +1122,14 @@ def bench_mcts(
 
     total = repeats + baseline_runs(repeats)
     with progress_bar(f"bench mcts {game.value}", total, transient=True) as advance:
-        report = run(_game(game), sims, trees=trees, repeats=repeats, on_run_end=advance)
+        report = run(
+            _game(game),
+            sims,
+            trees=trees,
+            repeats=repeats,
+            on_run_end=advance,
+            solver=mcts_solver,
+        )
     _print_result(report, as_json)
 
 
@@ -1129,6 +1142,7 @@ def bench_selfplay(
     sims: Annotated[int, typer.Option(min=1)] = 100,
     parallel: Annotated[int, typer.Option(min=1, help="Games per batch.")] = 64,
     threads: Annotated[int, typer.Option(min=1)] = 1,
+    mcts_solver: SolverFlag = False,
     as_json: JsonFlag = False,
 ):
     """Self-play evaluation throughput vs raw onnxruntime at the same batch size."""
@@ -1144,6 +1158,7 @@ def bench_selfplay(
             parallel_games=parallel,
             threads=threads,
             on_game_end=advance,
+            solver=mcts_solver,
         )
     _print_result(report, as_json)
 

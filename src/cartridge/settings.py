@@ -106,6 +106,18 @@ class SelfPlaySettings(Settings):
     search_value_weight: SearchValueWeight = 0.0
     td_steps: TdSteps = 0
     random_opening_plies: RandomOpeningPlies = 0
+    solver: bool = Field(
+        False,
+        alias="mcts_solver",
+        description="MCTS-solver in self-play: wins, losses and draws the tree proves back "
+        "up exactly, become the value targets there, and are played at once.",
+    )
+    root_search: Literal["puct", "gumbel"] = Field(
+        "puct",
+        description="Self-play's root: puct (Dirichlet noise, visit counts as policy "
+        "targets) or gumbel (Gumbel-top-k and sequential halving, policy targets from "
+        "completed Q-values; learns from 16-32 simulations a move).",
+    )
 
     @model_validator(mode="after")
     def _fast_search_is_cheaper(self) -> Self:
@@ -121,6 +133,8 @@ class SelfPlaySettings(Settings):
             self.games,
             self.simulations,
             self.value_discount,
+            solver=self.solver,
+            root_search=self.root_search,
             parallel_games=parallel_games,
             full_search_fraction=self.full_search_fraction,
             fast_simulations=self.fast_simulations or None,

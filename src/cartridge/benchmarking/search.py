@@ -12,7 +12,7 @@ from cartridge.benchmarking.reference_puct import python_puct
 from cartridge.evaluators import UniformEvaluator
 from cartridge.evaluators.onnx_model import OnnxEvaluator
 from cartridge.games import Game
-from cartridge.mcts import BatchedMCTS
+from cartridge.mcts import BatchedMCTS, SearchConfig
 from cartridge.selfplay import SelfPlayConfig, play_selfplay
 
 
@@ -28,14 +28,17 @@ def bench_mcts(
     repeats: int = 5,
     baseline_simulations: int = 2000,
     on_run_end: Callable[[int], None] | None = None,
+    solver: bool = False,
 ) -> dict:
     """Simulations per second of the batched search from the start position, uniform
-    evaluator, one thread; next to the dict-based Python PUCT measured in the same run."""
+    evaluator, one thread; next to the dict-based Python PUCT measured in the same run.
+    `solver` turns MCTS-solver on, to show what its bookkeeping costs."""
     evaluator = UniformEvaluator(game)
     start = game.new_initial_state()
+    config = SearchConfig(solver=solver)
     rates = []
     for repeat in range(repeats):
-        search = BatchedMCTS(game, trees, seed=repeat)
+        search = BatchedMCTS(game, trees, config, seed=repeat)
         for i in range(trees):
             search.reset(i, start)
         began = time.perf_counter()
@@ -55,6 +58,7 @@ def bench_mcts(
         "game": game.name,
         "simulations_per_tree": simulations,
         "trees": trees,
+        "solver": solver,
         "repeats": repeats,
         "sims_per_sec": round(rate),
         "sims_per_sec_runs": [round(r) for r in rates],
@@ -88,13 +92,16 @@ def bench_selfplay(
     threads: int = 1,
     seed: int = 0,
     on_game_end: Callable[[int], None] | None = None,
+    solver: bool = False,
 ) -> dict:
     """Self-play positions evaluated per second against the network bound: the same
     ONNX model, run raw on real self-play positions with exactly the batch sizes
     self-play produced, in the same process. Their ratio is the share of self-play
     time that went to the network; search and game code take the rest."""
     timed = _TimedEvaluator(OnnxEvaluator(game, model_path, threads=threads))
-    config = SelfPlayConfig.for_game(game, games, simulations, parallel_games=parallel_games)
+    config = SelfPlayConfig.for_game(
+        game, games, simulations, solver=solver, parallel_games=parallel_games
+    )
     began = time.perf_counter()
     shard = play_selfplay(game, timed, config, seed=seed, on_game_end=on_game_end)
     wall = time.perf_counter() - began
@@ -119,6 +126,7 @@ def bench_selfplay(
         "games": games,
         "simulations": simulations,
         "parallel_games": parallel_games,
+        "solver": solver,
         "onnx_threads": threads,
         "selfplay_positions_per_sec": round(positions / wall),
         "raw_onnxruntime_positions_per_sec": round(positions / raw_seconds),

@@ -12,6 +12,23 @@ buffer and makes a single `evaluator.evaluate(planes)` call for the whole batch.
 Leaves that end the game are backed up with their exact value and never reach
 the evaluator.
 
+With `solver` on (MCTS-solver, Winands et al. 2008), exact values also travel up
+the tree: a node with a child that is a proven loss for the opponent is a proven
+win, a node whose children are all proven takes the best of their values. Walks
+stop at proven nodes as at finished games, selection never enters a child proven
+to win for the opponent, and a proven root needs no more simulations. Near the end
+of a game the tree reaches every leaf within a few hundred simulations, so the
+search's value there stops being an estimate.
+
+With `root_search="gumbel"` (Gumbel MuZero, Danihelka et al., ICLR 2022) the root
+chooses differently; interior nodes keep PUCT. Each action gets a Gumbel sample g(a)
+once per root; sequential halving spends the simulations on the top actions by
+g(a) + logit(a), halving them by g(a) + logit(a) + sigma(completed Q(a)) until one
+is left, which is the move played. The policy target is softmax(logit + sigma(
+completed Q)), which improves on the prior even when only a few actions were
+visited: with 16-32 simulations a move it still teaches, where visit counts of so
+few simulations say little.
+
 Values are stored from the view of the player to move at the node that owns
 the edge: W(s, a) sums outcomes for the player choosing `a` at `s`. Every move,
 Othello's pass included, hands over the turn, so a value changes sign at each
@@ -20,7 +37,7 @@ ply on the way up.
 
 import numpy as np
 
-from libc.math cimport exp, pow, sqrt
+from libc.math cimport exp, log, pow, sqrt
 from libc.stdint cimport int8_t, int16_t, int32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -58,6 +75,9 @@ cdef struct Node:
     int8_t status
     int32_t visits     # N(s): evaluations backed up through s, its own included
     float value_sum    # W(s) for the player to move at s
+    float network_value  # v(s) as the evaluator gave it (Gumbel's mixed value needs it)
+    int8_t proven      # `exact` holds the game-theoretic value (finished game or solver)
+    float exact        # for the player to move at s, discounted per ply like backups
 
 
 cdef struct Tree:
@@ -69,6 +89,13 @@ cdef struct Tree:
     int32_t edge_capacity
     int32_t root
     bint root_noised
+    # Gumbel root search: g(a) by root edge, and this `run` call's halving schedule
+    # (the relative visit count the next walk must find, by simulation) and the
+    # root's edge visits when the call began.
+    float gumbel[MAX_ACTIONS]
+    const int32_t* halving
+    int32_t halving_length
+    int32_t start_visits[MAX_ACTIONS]
 
 
 cdef struct Params:
@@ -79,6 +106,12 @@ cdef struct Params:
     float virtual_loss
     int leaves_per_tree
     float value_discount
+    bint solver
+    bint gumbel
+    int gumbel_considered
+    float gumbel_scale
+    float gumbel_c_visit
+    float gumbel_c_scale
 
 
 cdef bint tree_reserve(Tree* t, int32_t nodes, int32_t edges) noexcept nogil:
@@ -111,11 +144,19 @@ cdef int32_t tree_add_node(Tree* t, const Board* board, int32_t parent, int32_t 
     node.parent_edge = parent_edge
     node.first_edge = -1
     node.num_edges = 0
-    node.status = TERMINAL if board.terminal else UNEVALUATED
     node.visits = 0
     node.value_sum = 0.0
+    node.network_value = 0.0
+    mark_if_terminal(node)
     t.num_nodes += 1
     return index
+
+
+cdef inline void mark_if_terminal(Node* node) noexcept nogil:
+    """A finished game's value is known exactly: the first proven node of any search."""
+    node.status = TERMINAL if node.board.terminal else UNEVALUATED
+    node.proven = node.board.terminal
+    node.exact = node.board.outcome if node.board.terminal else 0.0
 
 
 cdef void tree_reset(Tree* t, const Board* board) noexcept nogil:
@@ -123,6 +164,7 @@ cdef void tree_reset(Tree* t, const Board* board) noexcept nogil:
     t.num_edges = 0
     t.root = tree_add_node(t, board, -1, -1)
     t.root_noised = False
+    t.halving = NULL
 
 
 cdef void tree_reroot(Tree* t, int32_t new_root) noexcept nogil:
@@ -166,6 +208,7 @@ cdef void tree_reroot(Tree* t, int32_t new_root) noexcept nogil:
     t.num_edges = edge_count
     t.root = 0
     t.root_noised = False
+    t.halving = NULL
 
 
 cdef inline float node_q(const Node* node) noexcept nogil:
@@ -197,6 +240,248 @@ cdef int32_t select_edge(const Tree* t, const Node* node, const Params* p) noexc
             best_score = score
             best = k
     return node.first_edge + best
+
+
+cdef int32_t select_edge_solving(const Tree* t, const Node* node, const Params* p) noexcept nogil:
+    """`select_edge` that knows proofs: a child proven to win for the opponent is never
+    entered (while an unproven sibling is left), and a proven child scores its exact
+    value instead of its sample mean.
+
+    A proven loss for the opponent never gets here: it proves this node, and walks
+    stop at proven nodes.
+    """
+    cdef Edge* edges = &t.edges[node.first_edge]
+    cdef const Node* child
+    cdef int32_t best = -1, k
+    cdef double parent_visits = 0.0
+    for k in range(node.num_edges):
+        parent_visits += edges[k].visits
+    cdef double explore = p.c_puct * sqrt(parent_visits if parent_visits > 1.0 else 1.0)
+    cdef double fpu = node_q(node) - p.fpu_reduction
+    cdef double score, best_score = -1e30, q
+    for k in range(node.num_edges):
+        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+            child = &t.nodes[edges[k].child]
+            if child.exact > 0.0:
+                continue
+            q = -p.value_discount * child.exact
+        elif edges[k].visits > 0:
+            q = edges[k].value_sum / edges[k].visits
+        else:
+            q = fpu
+        score = q + explore * edges[k].prior / (1.0 + edges[k].visits)
+        if score > best_score:
+            best_score = score
+            best = k
+    if best < 0:  # every child won for the opponent but the last proof is still pending
+        return select_edge(t, node, p)
+    return node.first_edge + best
+
+
+cdef bint prove(Tree* t, int32_t index, float discount) noexcept nogil:
+    """Prove node `index` from its children if they settle it; True when they do.
+
+    One child proven to lose for the opponent makes it a win; otherwise every child
+    must be proven, and the node's value is the best of theirs (a draw, or the
+    slowest loss when values are discounted).
+    """
+    cdef Node* node = &t.nodes[index]
+    if node.proven:
+        return True
+    if node.status != EXPANDED or node.num_edges == 0:
+        return False
+    cdef Edge* edges = &t.edges[node.first_edge]
+    cdef bint settled = True
+    cdef double best = -1e30, value
+    cdef int k
+    for k in range(node.num_edges):
+        if edges[k].child < 0 or not t.nodes[edges[k].child].proven:
+            settled = False
+            continue
+        value = -discount * t.nodes[edges[k].child].exact
+        if value > best:
+            best = value
+    if best > 0.0 or settled:
+        node.proven = True
+        node.exact = <float>best
+        return True
+    return False
+
+
+cdef void prove_ancestors(Tree* t, int32_t index, float discount) noexcept nogil:
+    """After node `index` was proven, prove every ancestor that now follows from it.
+
+    Only a new proof can settle a parent, so this runs once per newly finished game
+    reached by a walk and stops at the first ancestor still open.
+    """
+    cdef int32_t parent = t.nodes[index].parent
+    while parent >= 0 and not t.nodes[parent].proven and prove(t, parent, discount):
+        parent = t.nodes[parent].parent
+
+
+cdef int32_t best_proven_edges(const Tree* t, const Node* node, bint* best) noexcept nogil:
+    """At a proven node: flag the children whose exact value equals the node's (the
+    moves that keep the proven result); returns how many."""
+    cdef Edge* edges = &t.edges[node.first_edge]
+    cdef const Node* child
+    cdef double top = -1e30, value
+    cdef int k, count = 0
+    for k in range(node.num_edges):
+        best[k] = False
+        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+            value = -t.nodes[edges[k].child].exact
+            if value > top:
+                top = value
+    for k in range(node.num_edges):
+        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+            if -t.nodes[edges[k].child].exact == top:
+                best[k] = True
+                count += 1
+    return count
+
+
+cdef inline bint proven_loss_move(const Tree* t, const Edge* edge) noexcept nogil:
+    """The move leads to a position proven won for the opponent."""
+    return edge.child >= 0 and t.nodes[edge.child].proven and t.nodes[edge.child].exact > 0.0
+
+
+cdef void gumbel_scores(const Tree* t, const Node* node, const Params* p,
+                        double* out) noexcept nogil:
+    """log P(s, a) + sigma(completed Q(s, a)) for every edge of `node`.
+
+    Completed Q: a visited action's Q, an unvisited one's the mixed value (the
+    network's v(s) blended with the prior-weighted Q of the visited actions), so
+    unvisited actions are neither favoured nor written off. The Q's are scaled to
+    [0, 1] across the node, then sigma(q) = (c_visit + max_b N(s, b)) c_scale q: the
+    more the search looked, the more its Q's outweigh the prior.
+    """
+    cdef Edge* edges = &t.edges[node.first_edge]
+    cdef double q[MAX_ACTIONS]
+    cdef double total_visits = 0.0, visited_prior = 0.0, visited_q = 0.0, most = 0.0
+    cdef double mixed, low = 1e30, high = -1e30, scale
+    cdef int k
+    for k in range(node.num_edges):
+        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+            q[k] = -p.value_discount * t.nodes[edges[k].child].exact
+        elif edges[k].visits > 0:
+            q[k] = edges[k].value_sum / edges[k].visits
+        else:
+            continue
+        if edges[k].visits > 0:
+            total_visits += edges[k].visits
+            visited_prior += edges[k].prior
+            visited_q += edges[k].prior * q[k]
+            most = max(most, <double>edges[k].visits)
+    if visited_prior > 0.0:
+        mixed = (node.network_value + total_visits * visited_q / visited_prior) / (
+            1.0 + total_visits)
+    else:
+        mixed = node.network_value
+    for k in range(node.num_edges):
+        if edges[k].visits <= 0 and not (
+                edges[k].child >= 0 and t.nodes[edges[k].child].proven):
+            q[k] = mixed
+        low = min(low, q[k])
+        high = max(high, q[k])
+    scale = (p.gumbel_c_visit + most) * p.gumbel_c_scale / max(high - low, 1e-8)
+    for k in range(node.num_edges):
+        out[k] = log(max(<double>edges[k].prior, 1e-30)) + scale * (q[k] - low)
+
+
+cdef int32_t select_root_gumbel(const Tree* t, const Node* node, const Params* p) noexcept nogil:
+    """Sequential halving at the root: the next walk goes to the best-scoring action
+    (g + logit + sigma(completed Q)) among those this call has visited exactly as often
+    as the schedule says; the schedule gives the top actions equal shares, then the
+    top half of them, and so on. Counting visits relative to the call's start keeps
+    the schedule right on a reused subtree.
+    """
+    cdef Edge* edges = &t.edges[node.first_edge]
+    cdef double score[MAX_ACTIONS]
+    cdef int32_t walked = 0, target, best = -1, fewest = -1, k, relative
+    cdef double best_score = -1e300, fewest_score = -1e300, value
+    gumbel_scores(t, node, p, score)
+    for k in range(node.num_edges):
+        walked += edges[k].visits - t.start_visits[k]
+    target = t.halving[min(walked, t.halving_length - 1)]
+    for k in range(node.num_edges):
+        if p.solver and proven_loss_move(t, &edges[k]):
+            continue
+        relative = edges[k].visits - t.start_visits[k]
+        value = t.gumbel[k] + score[k]
+        if relative == target and value > best_score:
+            best_score = value
+            best = k
+        # Fallback when no action matches (pending walks, moves proven lost): the
+        # least visited, best scored.
+        if fewest < 0 or relative < edges[fewest].visits - t.start_visits[fewest] or (
+                relative == edges[fewest].visits - t.start_visits[fewest]
+                and value > fewest_score):
+            fewest = k
+            fewest_score = value
+    if best < 0:
+        best = fewest if fewest >= 0 else 0
+    return node.first_edge + best
+
+
+cdef int gumbel_choice(const Tree* t, const Node* node, const Params* p) noexcept nogil:
+    """The move Gumbel root search plays: among the most visited actions (the last
+    ones sequential halving kept), the best g + logit + sigma(completed Q)."""
+    cdef Edge* edges = &t.edges[node.first_edge]
+    cdef double score[MAX_ACTIONS]
+    cdef int32_t most = -1
+    cdef int k, best = -1
+    cdef double best_score = -1e300
+    gumbel_scores(t, node, p, score)
+    for k in range(node.num_edges):
+        if not (p.solver and proven_loss_move(t, &edges[k])):
+            most = max(most, edges[k].visits)
+    for k in range(node.num_edges):
+        if p.solver and proven_loss_move(t, &edges[k]):
+            continue
+        if edges[k].visits == most and t.gumbel[k] + score[k] > best_score:
+            best_score = t.gumbel[k] + score[k]
+            best = k
+    return best if best >= 0 else 0
+
+
+cdef void start_halving(Tree* t, const Params* p, const int32_t* table,
+                        int simulations) noexcept nogil:
+    """Point tree `t` at its row of this call's halving schedule (by how many actions
+    its root considers) and note the visits its root edges start the call with."""
+    cdef Node* root = &t.nodes[t.root]
+    cdef int k
+    if root.status != EXPANDED or root.num_edges == 0:
+        return  # the root's own evaluation comes first; called again after it
+    t.halving = table + min(<int>root.num_edges, p.gumbel_considered) * simulations
+    t.halving_length = simulations
+    for k in range(root.num_edges):
+        t.start_visits[k] = t.edges[root.first_edge + k].visits
+
+
+def halving_schedule(int considered, int simulations):
+    """Sequential halving as a visit schedule: entry j is how many visits (in this
+    search) the action walked by simulation j has before it, for each number of
+    considered actions m = 0..considered; int32 [considered + 1, simulations].
+
+    Each round gives every one of the m actions left the same number of visits, so
+    that all rounds (log2 m of them) share the budget; then the better half stays.
+    """
+    table = np.zeros((considered + 1, max(simulations, 1)), dtype=np.int32)
+    for m in range(considered + 1):
+        if m <= 1:
+            table[m] = np.arange(table.shape[1])
+            continue
+        rounds = int(np.ceil(np.log2(m)))
+        visits, left, row = [0] * m, m, []
+        while len(row) < simulations:
+            per_action = max(1, simulations // (rounds * left))
+            for _ in range(per_action):
+                row.extend(visits[:left])
+                for k in range(left):
+                    visits[k] += 1
+            left = max(2, left // 2)
+        table[m] = row[:table.shape[1]]
+    return table
 
 
 cdef void backup(Tree* t, int32_t leaf, float value, float undo_virtual,
@@ -249,12 +534,17 @@ cdef int32_t walk_to_leaf(Tree* t, int game, const Params* p) noexcept nogil:
     cdef int vl = <int>p.virtual_loss
     while True:
         node = &t.nodes[index]
-        if node.status != EXPANDED:
+        if node.status != EXPANDED or node.proven:
             if node.status == UNEVALUATED and node.visits < 0:
                 undo_walk(t, index, p.virtual_loss)
                 return -1
             return index
-        edge_index = select_edge(t, node, p)
+        if p.gumbel and index == t.root and t.halving != NULL:
+            edge_index = select_root_gumbel(t, node, p)
+        elif p.solver:
+            edge_index = select_edge_solving(t, node, p)
+        else:
+            edge_index = select_edge(t, node, p)
         edge = &t.edges[edge_index]
         edge.visits += vl
         edge.value_sum -= p.virtual_loss
@@ -265,21 +555,28 @@ cdef int32_t walk_to_leaf(Tree* t, int game, const Params* p) noexcept nogil:
             node = &t.nodes[index]           # the pool may have moved
             child = tree_add_node(t, &node.board, index, edge_index)
             apply_action(game, &t.nodes[child].board, t.edges[edge_index].action)
-            if t.nodes[child].board.terminal:
-                t.nodes[child].status = TERMINAL
+            mark_if_terminal(&t.nodes[child])
             t.edges[edge_index].child = child
             return child
         index = child
 
 
-cdef void add_dirichlet_noise(Tree* t, const Params* p, uint64_t* rng) noexcept nogil:
-    """Mix Dir(alpha) noise into the root priors, once per move, as AlphaZero's self-play does."""
+cdef void add_root_noise(Tree* t, const Params* p, uint64_t* rng) noexcept nogil:
+    """Once per root: Gumbel samples g(a) for Gumbel root search, else Dir(alpha)
+    noise mixed into the root priors, as AlphaZero's self-play does."""
     cdef Node* root = &t.nodes[t.root]
-    if root.status != EXPANDED or root.num_edges == 0 or p.dirichlet_epsilon <= 0.0:
+    cdef int k
+    if root.status != EXPANDED or root.num_edges == 0:
+        return
+    if p.gumbel:
+        for k in range(root.num_edges):
+            t.gumbel[k] = <float>(-p.gumbel_scale * log(-log(rng_uniform(rng) + 1e-300)))
+        t.root_noised = True
+        return
+    if p.dirichlet_epsilon <= 0.0:
         return
     cdef double noise[MAX_ACTIONS]
     cdef double total = 0.0
-    cdef int k
     for k in range(root.num_edges):
         noise[k] = rng_gamma(rng, p.dirichlet_alpha)
         total += noise[k]
@@ -337,6 +634,7 @@ cdef class BatchedMCTS:
     cdef Params params
     cdef uint64_t rng
     cdef object planes           # float32 [num_trees * leaves_per_tree, C, H, W]
+    cdef object halving          # this run call's schedule, kept alive for Tree.halving
     cdef int32_t[:, ::1] pending  # (tree, node) per batch row
 
     def __cinit__(self, Game game, int num_trees, config=None, seed=0):
@@ -356,6 +654,7 @@ cdef class BatchedMCTS:
             self.trees[i].num_edges = 0
             self.trees[i].root = -1
             self.trees[i].root_noised = False
+            self.trees[i].halving = NULL
 
     def __init__(self, Game game, int num_trees, config=None, seed=0):
         self.game = game
@@ -368,6 +667,12 @@ cdef class BatchedMCTS:
         self.params.virtual_loss = cfg.virtual_loss
         self.params.leaves_per_tree = cfg.leaves_per_tree
         self.params.value_discount = cfg.value_discount
+        self.params.solver = cfg.solver
+        self.params.gumbel = cfg.root_search == "gumbel"
+        self.params.gumbel_considered = cfg.gumbel_considered
+        self.params.gumbel_scale = cfg.gumbel_scale
+        self.params.gumbel_c_visit = cfg.gumbel_c_visit
+        self.params.gumbel_c_scale = cfg.gumbel_c_scale
         self.rng = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
         rows = num_trees * cfg.leaves_per_tree
         self.planes = np.zeros((rows, NUM_PLANES, board_height(game.game_id),
@@ -443,14 +748,20 @@ cdef class BatchedMCTS:
         mask = np.ones(n, dtype=bool) if active is None else np.asarray(active, dtype=bool)
         if mask.shape != (n,):
             raise ValueError(f"active must be a bool mask of {n} trees, got shape {mask.shape}")
+        if self.params.gumbel:
+            self.halving = halving_schedule(self.params.gumbel_considered, simulations)
+        cdef int32_t[:, ::1] halving = self.halving if self.params.gumbel else None
         for i in range(n):
+            self.trees[i].halving = NULL
             if mask[i]:
                 self._tree(i)
                 if self.trees[i].nodes[self.trees[i].root].status == TERMINAL:
                     raise ValueError(f"tree {i} is rooted at a finished game; nothing to search")
-                remaining[i] = simulations
+                remaining[i] = 0 if self.trees[i].nodes[self.trees[i].root].proven else simulations
                 if not self.trees[i].root_noised:
-                    add_dirichlet_noise(&self.trees[i], &self.params, &self.rng)
+                    add_root_noise(&self.trees[i], &self.params, &self.rng)
+                if self.params.gumbel:
+                    start_halving(&self.trees[i], &self.params, &halving[0, 0], simulations)
         cdef float[:, :, :, ::1] planes = self.planes
         cdef int32_t[:, ::1] pending = self.pending
         cdef float[:, ::1] logits
@@ -475,12 +786,16 @@ cdef class BatchedMCTS:
                             break
                         if leaf == -1:
                             break
-                        if tree.nodes[leaf].status == TERMINAL:
-                            backup(tree, leaf, tree.nodes[leaf].board.outcome,
+                        if tree.nodes[leaf].proven:
+                            if self.params.solver and tree.nodes[leaf].visits == 0:
+                                prove_ancestors(tree, leaf, self.params.value_discount)
+                            backup(tree, leaf, tree.nodes[leaf].exact,
                                    vl if leaf != tree.root else 0.0,
                                    self.params.value_discount)
                             remaining[i] -= 1
                             total += 1
+                            if tree.nodes[tree.root].proven:
+                                remaining[i] = 0  # the root's result is known: stop
                             continue
                         # Mark pending with negative visits so a second walk sees a collision.
                         tree.nodes[leaf].visits = -1
@@ -505,11 +820,14 @@ cdef class BatchedMCTS:
                     tree = &self.trees[pending[j, 0]]
                     leaf = pending[j, 1]
                     tree.nodes[leaf].visits = 0
+                    tree.nodes[leaf].network_value = values[j]
                     if not expand(tree, game, leaf, &logits[j, 0]):
                         out_of_memory = True
                         break
                     if leaf == tree.root and not tree.root_noised:
-                        add_dirichlet_noise(tree, &self.params, &self.rng)
+                        add_root_noise(tree, &self.params, &self.rng)
+                    if leaf == tree.root and self.params.gumbel:
+                        start_halving(tree, &self.params, &halving[0, 0], simulations)
                     backup(tree, leaf, values[j], vl if leaf != tree.root else 0.0,
                            self.params.value_discount)
                 total += rows
@@ -540,17 +858,33 @@ cdef class BatchedMCTS:
         return out
 
     def root_value(self, int i):
-        """Mean backed-up value at the root for the player to move there, in [-1, 1]."""
+        """Value at the root for the player to move there, in [-1, 1]: the exact one
+        when the root is proven, else the mean backed-up value."""
         cdef Tree* t = self._tree(i)
-        return float(node_q(&t.nodes[t.root]))
+        cdef Node* root = &t.nodes[t.root]
+        return float(root.exact if root.proven else node_q(root))
+
+    def proven_value(self, int i):
+        """The root's game-theoretic value for the player to move (discounted per ply
+        like the search's values) when the solver has proven it, else None."""
+        cdef Tree* t = self._tree(i)
+        cdef Node* root = &t.nodes[t.root]
+        return float(root.exact) if root.proven else None
 
     def policy(self, int i, double temperature=1.0):
         """Visit-count policy pi(a) proportional to N(root, a)^(1/temperature).
 
-        Temperature 0 puts all mass on the most visited actions (shared on a tie).
+        Temperature 0 puts all mass on the most visited actions (shared on a tie). At a
+        proven root the mass is shared by the moves that keep the proven result, at any
+        temperature: the visits that found the proof say less than the proof.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
+        proven = self._proven_moves(i)
+        if proven is not None:
+            return (proven / proven.sum()).astype(np.float32)
+        if self.params.gumbel:
+            return self._gumbel_policy(i)
         counts = self.visit_counts(i).astype(np.float64)
         if counts.sum() <= 0:
             raise ValueError(f"tree {i} has no visits yet: run the search first")
@@ -560,21 +894,67 @@ cdef class BatchedMCTS:
             weights = np.power(counts / counts.max(), 1.0 / temperature)
         return (weights / weights.sum()).astype(np.float32)
 
+    cdef object _gumbel_policy(self, int i):
+        """Gumbel's policy target: softmax(logit + sigma(completed Q)) over legal actions."""
+        cdef Tree* t = self._tree(i)
+        cdef Node* root = &t.nodes[t.root]
+        cdef double score[MAX_ACTIONS]
+        cdef int k
+        if root.status != EXPANDED or root.num_edges == 0:
+            raise ValueError(f"tree {i} has no visits yet: run the search first")
+        gumbel_scores(t, root, &self.params, score)
+        top = max(score[k] for k in range(root.num_edges))
+        out = np.zeros(self.game.num_actions, dtype=np.float64)
+        for k in range(root.num_edges):
+            out[t.edges[root.first_edge + k].action] = exp(score[k] - top)
+        return (out / out.sum()).astype(np.float32)
+
+    cdef object _proven_moves(self, int i):
+        """At a proven root, 1.0 for each action that keeps the proven result (by
+        action, float64 [num_actions]); None when the root is not proven."""
+        cdef Tree* t = self._tree(i)
+        cdef Node* root = &t.nodes[t.root]
+        cdef bint best[MAX_ACTIONS]
+        cdef int k
+        if not root.proven or root.status != EXPANDED:
+            return None
+        best_proven_edges(t, root, best)
+        out = np.zeros(self.game.num_actions, dtype=np.float64)
+        for k in range(root.num_edges):
+            if best[k]:
+                out[t.edges[root.first_edge + k].action] = 1.0
+        return out
+
     def select_action(self, int i, double temperature=1.0):
         """Sample an action from `policy(i, temperature)` with the search's own seeded RNG.
 
-        Computed over the root's edges in C: it runs once per move of every game.
+        Computed over the root's edges in C: it runs once per move of every game. A
+        proven root plays a move that keeps its result at any temperature (the most
+        visited of them), so a proven win is never thrown away to sampling. Gumbel
+        root search plays the action sequential halving kept, at any temperature: its
+        Gumbel samples already made the choice random.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         cdef Tree* t = self._tree(i)
         cdef Node* root = &t.nodes[t.root]
         cdef Edge* edges = &t.edges[root.first_edge]
-        cdef int k, most = 0, ties = 0, pick
+        cdef int k, most = 0, ties = 0, pick = -1
         cdef double weights[MAX_ACTIONS]
+        cdef bint best[MAX_ACTIONS]
         cdef double total = 0.0, u
         if root.status != EXPANDED or root.num_edges == 0:
             raise ValueError(f"tree {i} has no visits yet: run the search first")
+        if root.proven:
+            best_proven_edges(t, root, best)
+            for k in range(root.num_edges):
+                if best[k] and (pick < 0 or edges[k].visits > edges[pick].visits):
+                    pick = k
+            return int(edges[pick].action)
+        if self.params.gumbel:
+            if root.visits <= 0:
+                raise ValueError(f"tree {i} has no visits yet: run the search first")
+            return int(edges[gumbel_choice(t, root, &self.params)].action)
         for k in range(root.num_edges):
             most = max(most, edges[k].visits)
         if most == 0:

@@ -1,5 +1,7 @@
 """Search hyper-parameters, validated once so bad values fail before any tree is built."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -29,3 +31,26 @@ class SearchConfig(BaseModel):
         description="Per-ply factor on backed-up values (1 = none); below 1, quicker "
         "wins and slower losses score higher.",
     )
+    solver: bool = Field(
+        False,
+        description="MCTS-solver: exact wins, losses and draws proven in the tree back up "
+        "exactly, selection avoids proven losses, a proven root stops searching and plays "
+        "a move that keeps its result.",
+    )
+    root_search: Literal["puct", "gumbel"] = Field(
+        "puct",
+        description="puct: AlphaZero's root (Dirichlet noise, visit-count policy); gumbel: "
+        "Gumbel-top-k sampling and sequential halving at the root, policy from completed "
+        "Q-values (Danihelka et al. 2022). Interior nodes use PUCT either way.",
+    )
+    gumbel_considered: int = Field(
+        16, ge=2, le=65, description="Gumbel: actions sequential halving starts from."
+    )
+    gumbel_scale: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="Gumbel: scale of the Gumbel samples (0: deterministic, for play).",
+    )
+    gumbel_c_visit: float = Field(50.0, gt=0, description="Gumbel: sigma's visit offset.")
+    gumbel_c_scale: float = Field(0.1, gt=0, description="Gumbel: sigma's Q-value scale.")

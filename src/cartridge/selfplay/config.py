@@ -100,13 +100,22 @@ class SelfPlayConfig(BaseModel):
 
     @classmethod
     def for_game(
-        cls, game: Game, games: int, simulations: int, value_discount: float = 1.0, **overrides
+        cls,
+        game: Game,
+        games: int,
+        simulations: int,
+        value_discount: float = 1.0,
+        solver: bool = False,
+        root_search: str = "puct",
+        **overrides,
     ) -> "SelfPlayConfig":
         defaults = describe(game.name)
         search = overrides.pop("search", None) or SearchConfig(
             dirichlet_alpha=defaults.dirichlet_alpha,
             dirichlet_epsilon=0.25,
             value_discount=value_discount,
+            solver=solver,
+            root_search=root_search,
         )
         overrides.setdefault("temperature_moves", defaults.temperature_moves)
         return cls(games=games, simulations=simulations, search=search, **overrides)

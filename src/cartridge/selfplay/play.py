@@ -23,6 +23,8 @@ class _GameRecord:
     ply: list[int] = field(default_factory=list)  # of each recorded position
     # Every move played, recorded or not, by ply: (player to move, root search value).
     root_values: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # Plies whose root value the solver proved (exact, not an estimate).
+    proven: set[int] = field(default_factory=set)
 
 
 def _value_targets(
@@ -47,10 +49,16 @@ def _value_targets(
     search value n plies later, discounted n times (MuZero's n-step return): an
     opening's result hangs on thirty or more later moves, each a chance to throw
     it, while a search a few moves on is right far more often than the game's end.
+
+    A position whose value the search proved (MCTS-solver) takes that exact value:
+    nothing the game did afterwards can say more.
     """
     targets = []
     for ply in record.ply:
         mover, q = record.root_values[ply]
+        if ply in record.proven:
+            targets.append(q)
+            continue
         if td_steps and ply + td_steps < end_ply:
             later_mover, later_q = record.root_values[ply + td_steps]
             z = (later_q if later_mover == mover else -later_q) * discount**td_steps
@@ -115,10 +123,11 @@ def play_selfplay(
         for i in np.flatnonzero(active):
             state, record = states[i], records[i]
             record.root_values[state.ply] = (state.current_player, search.root_value(i))
+            if search.proven_value(i) is not None:
+                record.proven.add(state.ply)
             if full[i]:
-                counts = search.visit_counts(i)
                 record.planes.append(state.planes().astype(np.uint8))
-                record.policy.append((counts / counts.sum()).astype(np.float32))
+                record.policy.append(search.policy(i))
                 record.legal_mask.append(state.legal_mask())
                 record.ply.append(state.ply)
             temperature = 1.0 if state.ply < config.temperature_moves else 0.0
