@@ -6,6 +6,7 @@ Usage: .venv/bin/python benchmarks/connect4_strength.py --minutes 120 [--home .c
        [--value-discount 1.0] [--full-search-fraction 1.0 --fast-sims 0] [--eval-sims N]
        [--search-value-weight 0] [--train-from latest|champion] [--gate-solver-z 0]
        [--random-opening-plies 0] [--td-steps 0] [--mcts-solver] [--root-search puct|gumbel]
+       [--reanalyse-fraction 0 --reanalyse-sims 32]
 Starts its own local stack under --home (ports from CARTRIDGE_S3_PORT/MLFLOW_PORT or
 9100/5100), runs `cartridge pipeline run --local` on Connect 4 repeatedly, and after each
 run measures the champion: the share of solver-optimal moves on the fixed position set
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--td-steps", type=int, default=0)
     parser.add_argument("--mcts-solver", action="store_true")
     parser.add_argument("--root-search", choices=("puct", "gumbel"), default="puct")
+    parser.add_argument("--reanalyse-fraction", type=float, default=0.0)
+    parser.add_argument("--reanalyse-sims", type=int, default=32)
     args = parser.parse_args()
     eval_sims = args.eval_sims or args.sims
     os.environ["CARTRIDGE_HOME"] = args.home
@@ -120,6 +123,10 @@ def main() -> None:
                     "--mcts-solver" if args.mcts_solver else "--no-mcts-solver",
                     "--root-search",
                     args.root_search,
+                    "--reanalyse-fraction",
+                    str(args.reanalyse_fraction),
+                    "--reanalyse-simulations",
+                    str(args.reanalyse_sims),
                 ],
                 check=True,
                 stdout=handle,
@@ -165,6 +172,8 @@ def main() -> None:
             "td_steps": args.td_steps,
             "mcts_solver": args.mcts_solver,
             "root_search": args.root_search,
+            "reanalyse_fraction": args.reanalyse_fraction,
+            "reanalyse_sims": args.reanalyse_sims,
             "solver_optimal_fraction": report["solver_optimal_fraction"],
             "solver_result_fraction": report["solver_result_fraction"],
             "score_vs_perfect": report["score"],

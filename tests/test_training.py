@@ -631,3 +631,106 @@ def test_training_rides_out_a_restart_of_the_store_or_mlflow(
         assert sorted(logged) == list(range(1, steps + 1)), (key, logged)
     assert checkpoints.exists(result.checkpoint.rsplit("/", 1)[0])
     assert client.get_run(result.run_id).info.status == "FINISHED"
+
+
+# --- Reanalysis -------------------------------------------------------------------------
+
+C4_WIN_IN_ONE = """
+. . . . . . .
+. . . . . . .
+. . . . . . .
+. . . . . . .
+O O O . . . .
+X X X . . . .
+X to move
+"""
+
+
+def _reanalyser(fraction=0.5, batch_size=4, simulations=64):
+    from cartridge.networks import NetworkConfig
+    from cartridge.training.reanalyse import Reanalyser
+
+    game = load("connect4")
+    torch.manual_seed(0)
+    model = build_network(game, NetworkConfig(kind="resnet", blocks=1, channels=8))
+    model.train()
+    reanalyser = Reanalyser(
+        game,
+        model,
+        torch.device("cpu"),
+        fraction=fraction,
+        batch_size=batch_size,
+        simulations=simulations,
+        value_discount=1.0,
+    )
+    return game, model, reanalyser
+
+
+def test_reanalysis_replaces_the_targets_of_a_share_of_the_batch():
+    game, model, reanalyse = _reanalyser()
+    rng = np.random.default_rng(0)
+    states = [game.parse_board(C4_WIN_IN_ONE)]
+    while len(states) < 4:  # and some positions of random play
+        state = game.new_initial_state()
+        for _ in range(int(rng.integers(0, 12))):
+            state = state.apply(int(rng.choice(state.legal_actions())))
+        states.append(state)
+    planes = torch.from_numpy(np.stack([s.planes() for s in states]))
+    old_policy, old_value = torch.full((4, 7), 1 / 7), torch.full((4,), 0.5)
+    policy, value = reanalyse(planes, old_policy, old_value)
+    # Two of four rows searched again: the win in one is proven, the other is a search's.
+    assert reanalyse.rows == 2
+    assert value[0] == 1.0 and policy[0].tolist() == np.eye(7)[3].tolist()
+    assert value[1] != 0.5 and -1 <= value[1] <= 1
+    assert policy[1].sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert (policy[1][~torch.from_numpy(states[1].legal_mask())] == 0).all()
+    torch.testing.assert_close(policy[2:], old_policy[2:])
+    torch.testing.assert_close(value[2:], old_value[2:])
+    torch.testing.assert_close(old_value, torch.full((4,), 0.5))  # the inputs are kept
+    assert model.training  # the search borrowed eval mode and gave it back
+    again_policy, again_value = _reanalyser()[2](planes, old_policy, old_value)
+    torch.testing.assert_close(again_policy, policy)
+    torch.testing.assert_close(again_value, value)
+
+
+def test_reanalysis_refuses_planes_it_cannot_search():
+    game, _, reanalyse = _reanalyser()
+    finished = game.parse_board(C4_WIN_IN_ONE).apply(3)
+    with pytest.raises(ValueError, match="finished game"):
+        reanalyse.targets(np.stack([finished.planes()] * 2))
+    with pytest.raises(ValueError, match="do not show connect4"):
+        reanalyse.targets(np.zeros((2, 2, 3, 3), np.float32))
+    _, _, off = _reanalyser(fraction=0.0)
+    policy, value = torch.rand(4, 7), torch.rand(4)
+    assert off(torch.zeros(4, 2, 6, 7), policy, value) == (policy, value)
+
+
+def test_reanalysis_in_training_is_reproducible_from_the_seed(embedded_env, shard_dirs, tmp_path):
+    embedded_env.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{embedded_env / 'mlflow.db'}"
+    weights = {}
+    for name, fraction, seed in (("a", 0.25, 1), ("b", 0.25, 1), ("off", 0.0, 1), ("c", 0.25, 2)):
+        home = tmp_path / name
+        home.mkdir()
+        result = run_training(
+            home,
+            [shard_dirs["ttt-a"]],
+            tracking_uri,
+            steps=10,
+            seed=seed,
+            reanalyse_fraction=fraction,
+            reanalyse_simulations=16,
+        )
+        weights[name] = checkpoints.load(result.checkpoint)["model"]
+        if fraction:
+            history = use_tracking(tracking_uri).get_metric_history(
+                result.run_id, "reanalyse_time_share"
+            )
+            assert history and all(0 < m.value < 1 for m in history)
+
+    def same(x, y):
+        return all(torch.equal(weights[x][k], weights[y][k]) for k in weights[x])
+
+    assert same("a", "b")
+    assert not same("a", "off")  # the targets did change
+    assert not same("a", "c")

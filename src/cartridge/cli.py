@@ -718,6 +718,10 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
     log_every: Annotated[int, typer.Option(min=1)] = 10,
+    reanalyse_fraction: Annotated[
+        float, typer.Option(help="Share of each batch searched again for fresh targets.")
+    ] = 0.0,
+    reanalyse_sims: Annotated[int, typer.Option(help="Simulations per reanalysis.")] = 32,
     checkpoint_dir: Annotated[
         str | None, typer.Option(help="Local dir or s3:// prefix for checkpoints.")
     ] = None,
@@ -764,6 +768,8 @@ def train(
             checkpoint_every=checkpoint_every,
             log_every=log_every,
             network=network,
+            reanalyse_fraction=reanalyse_fraction,
+            reanalyse_simulations=reanalyse_sims,
         )
         shards = list(shard) if shard else resolve_window(replay, window)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -300,6 +300,8 @@ def train_step(
         seed=derive_seed(seed, pipeline_run_id if seed_with_run_id else "", "train", iteration),
         network=network_for(game_name, settings.blocks, settings.channels),
         device=device,
+        reanalyse_fraction=settings.reanalyse_fraction,
+        reanalyse_simulations=settings.reanalyse_simulations,
     )
     with (
         storage.endpoint(endpoints.s3_endpoint),

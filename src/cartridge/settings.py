@@ -167,6 +167,16 @@ class TrainingSettings(Settings):
     channels: int = Field(
         0, ge=0, le=512, alias="network_channels", description="ResNet channels (0: default)."
     )
+    reanalyse_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of each training batch whose targets a fresh search with the "
+        "network being trained replaces before the step (MuZero Reanalyze; 0: off).",
+    )
+    reanalyse_simulations: int = Field(
+        32, ge=1, le=100_000, description="Simulations of each reanalysis search."
+    )
 
     @field_validator("channels")
     @classmethod

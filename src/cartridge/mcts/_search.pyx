@@ -44,8 +44,8 @@ from libc.string cimport memcpy
 
 from cartridge._rng cimport rng_below, rng_gamma, rng_uniform
 from cartridge.games._engine cimport (
-    MAX_ACTIONS, NUM_PLANES, Board, apply_action, board_height, board_width, encode_planes,
-    legal_actions,
+    MAX_ACTIONS, NUM_PLANES, Board, apply_action, board_height, board_width, decode_planes,
+    encode_planes, legal_actions,
 )
 from cartridge.games._games cimport Game, State
 
@@ -705,6 +705,26 @@ cdef class BatchedMCTS:
         if state.game.game_id != self.game.game_id:
             raise ValueError(f"a {state.game.name} state cannot root a {self.game.name} search")
         tree_reset(&self.trees[i], &state.board)
+
+    def reset_from_planes(self, planes):
+        """Root trees 0..len(planes)-1 at the positions these input planes show
+        (float32 [n, C, H, W], the side to move first), as replay records them."""
+        cdef int game = self.game.game_id
+        cdef Board board
+        cdef int i
+        array = np.ascontiguousarray(planes, dtype=np.float32)
+        expected = (NUM_PLANES, board_height(game), board_width(game))
+        if array.ndim != 4 or array.shape[1:] != expected:
+            raise ValueError(f"planes of shape {array.shape} do not show {self.game.name} "
+                             f"positions: expected (n, {', '.join(map(str, expected))})")
+        if len(array) > self.num_trees:
+            raise ValueError(f"{len(array)} positions for {self.num_trees} trees")
+        cdef float[:, :, :, ::1] view = array
+        for i in range(len(array)):
+            decode_planes(game, &view[i, 0, 0, 0], &board)
+            if board.terminal:
+                raise ValueError(f"position {i} is a finished game; nothing to search")
+            tree_reset(&self.trees[i], &board)
 
     def advance(self, int i, int action):
         """Play `action` at the root of tree `i`, keeping its subtree (statistics and all)."""

@@ -24,6 +24,16 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="Steps per batched metric upload.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     network: NetworkConfig | None = None
+    reanalyse_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of each batch whose targets a fresh search with the network "
+        "being trained replaces (MuZero Reanalyze; 0: off).",
+    )
+    reanalyse_simulations: int = Field(
+        32, ge=1, le=100_000, description="Simulations of each reanalysis search."
+    )
 
     def model_post_init(self, _context) -> None:
         if self.game not in GAME_NAMES:

@@ -40,6 +40,7 @@ from cartridge.training.config import TrainConfig
 from cartridge.training.data import ReplayData, load_replay
 from cartridge.training.heldout import starting_losses
 from cartridge.training.losses import alphazero_loss
+from cartridge.training.reanalyse import Reanalyser
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,15 @@ def _train_run(
         step = saved["step"]
         log.info("resuming run %s at step %d of %d", run_id, step, config.steps)
     sampler = BatchSampler(data, game, device, generator, config.augment)
+    reanalyse = Reanalyser(
+        game,
+        model,
+        device,
+        fraction=config.reanalyse_fraction,
+        batch_size=config.batch_size,
+        simulations=config.reanalyse_simulations,
+        value_discount=data.value_discount,
+    )
     metrics = MetricBuffer(client, run_id)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -344,18 +354,23 @@ def _train_run(
     pending = _PendingStats()
     last: dict[str, float] = {}
     window_start, window_samples = time.perf_counter(), 0
+    window_reanalysis = reanalyse.seconds
 
     def flush_metrics() -> None:
         """Upload pending step metrics; raises first if any step diverged."""
-        nonlocal last, window_start, window_samples
+        nonlocal last, window_start, window_samples, window_reanalysis
         for logged_step, values in pending.drain():
             metrics.add(logged_step, values)
             last = values
-        elapsed = time.perf_counter() - window_start
+        elapsed = max(time.perf_counter() - window_start, 1e-9)
         if window_samples:
-            metrics.add(step, {"samples_per_sec": window_samples / max(elapsed, 1e-9)})
+            metrics.add(step, {"samples_per_sec": window_samples / elapsed})
+            if reanalyse.rows:
+                share = (reanalyse.seconds - window_reanalysis) / elapsed
+                metrics.add(step, {"reanalyse_time_share": share})
         metrics.flush()
         window_start, window_samples = time.perf_counter(), 0
+        window_reanalysis = reanalyse.seconds
 
     def save_checkpoint() -> str:
         flush_metrics()
@@ -379,6 +394,7 @@ def _train_run(
     with _sigterm_flag() as preempt:
         while step < config.steps:
             planes, target_policy, target_value = sampler.sample(config.batch_size)
+            target_policy, target_value = reanalyse(planes, target_policy, target_value)
             if device.type == "cuda" and network.kind == "resnet":
                 planes = planes.contiguous(memory_format=torch.channels_last)
             with autocast:
