@@ -45,6 +45,19 @@ def test_search_beats_random_at_connect4_from_both_seats():
     assert result.score >= 0.875
 
 
+@pytest.mark.parametrize("root_search", ["puct", "gumbel"])
+def test_search_players_take_the_solver_and_gumbel_root(root_search):
+    game = load("tictactoe")
+    player = make_player("mcts", game, 2000, solver=True, root_search=root_search)
+    assert player.config.solver and player.config.root_search == root_search
+    assert player.config.gumbel_scale == 0.0  # plays, does not explore
+    # With proofs, a search player never loses TicTacToe to perfect play.
+    result = play_match(game, player, make_player("perfect", game, 0, seed=3), 10)
+    assert result.losses == 0
+    with pytest.raises(ValueError, match="root_search"):
+        make_player("mcts", game, 10, root_search="alphabeta")
+
+
 def test_seats_alternate_and_openings_repeat():
     game = load("tictactoe")
     perfect = make_player("perfect", game, 0)

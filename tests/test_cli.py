@@ -191,6 +191,19 @@ def test_bench_mcts_json():
     )
 
 
+def test_bench_mcts_with_the_solver_and_a_gumbel_root():
+    result = invoke(
+        "bench", "mcts", "--game", "tictactoe", "--sims", 400, "--trees", 2, "--repeats", 1,
+        "--mcts-solver", "--root-search", "gumbel", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["solver"], report["root_search"]) == (True, "gumbel")
+    assert report["sims_per_sec"] > 0
+    bad = invoke("bench", "mcts", "--game", "tictactoe", "--root-search", "alphabeta")
+    assert bad.exit_code == 2 and "alphabeta" in bad.output
+
+
 def test_bench_selfplay_json(onnx_models):
     result = invoke(
         "bench",

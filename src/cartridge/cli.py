@@ -76,6 +76,10 @@ class GameName(StrEnum):
 
 GameOption = Annotated[GameName, typer.Option("--game", "-g", help="Which game.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+RootSearch = StrEnum("RootSearch", {"puct": "puct", "gumbel": "gumbel"})
+RootSearchOption = Annotated[
+    RootSearch, typer.Option(help="The search's root: puct (AlphaZero) or gumbel.")
+]
 SolverFlag = Annotated[
     bool, typer.Option("--mcts-solver", help="Search with MCTS-solver (proven results) on.")
 ]
@@ -347,6 +351,8 @@ def arena(
     solver_positions: Annotated[
         int, typer.Option(min=0, help="Connect 4: solver-checked positions for player1.")
     ] = 200,
+    mcts_solver: SolverFlag = False,
+    root_search: RootSearchOption = RootSearch.puct,
     as_json: JsonFlag = False,
 ):
     """Play PLAYER1 against PLAYER2 with alternating seats; report player1's score."""
@@ -357,8 +363,9 @@ def arena(
     if any(spec.startswith("models:/") for spec in (player1, player2)):
         _tracking_client(stack)
     g = _game(game)
-    first = make_player(player1, g, sims, seed=seed)
-    second = make_player(player2, g, sims, seed=seed + 1)
+    search = {"solver": mcts_solver, "root_search": root_search.value}
+    first = make_player(player1, g, sims, seed=seed, **search)
+    second = make_player(player2, g, sims, seed=seed + 1, **search)
     with progress_bar(f"{player1} vs {player2}", games, enabled=not as_json) as advance:
         result = play_match(
             g, first, second, games, opening_plies=opening_plies, seed=seed, on_game_end=advance
@@ -1119,6 +1126,7 @@ def bench_mcts(
     trees: Annotated[int, typer.Option(min=1, help="Trees searched together.")] = 64,
     repeats: Annotated[int, typer.Option(min=1)] = 5,
     mcts_solver: SolverFlag = False,
+    root_search: RootSearchOption = RootSearch.puct,
     as_json: JsonFlag = False,
 ):
     """Search simulations per second (uniform evaluator) vs a dict-based Python PUCT."""
@@ -1135,6 +1143,7 @@ def bench_mcts(
             repeats=repeats,
             on_run_end=advance,
             solver=mcts_solver,
+            root_search=root_search.value,
         )
     _print_result(report, as_json)
 
@@ -1149,6 +1158,7 @@ def bench_selfplay(
     parallel: Annotated[int, typer.Option(min=1, help="Games per batch.")] = 64,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     mcts_solver: SolverFlag = False,
+    root_search: RootSearchOption = RootSearch.puct,
     as_json: JsonFlag = False,
 ):
     """Self-play evaluation throughput vs raw onnxruntime at the same batch size."""
@@ -1165,6 +1175,7 @@ def bench_selfplay(
             threads=threads,
             on_game_end=advance,
             solver=mcts_solver,
+            root_search=root_search.value,
         )
     _print_result(report, as_json)
 

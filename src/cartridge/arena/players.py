@@ -89,7 +89,14 @@ class SearchPlayer:
 
 
 def make_player(
-    spec: str, game: Game, simulations: int, seed: int = 0, threads: int | None = None
+    spec: str,
+    game: Game,
+    simulations: int,
+    seed: int = 0,
+    threads: int | None = None,
+    *,
+    solver: bool = False,
+    root_search: str = "puct",
 ) -> Player:
     """`random`, `perfect`, `mcts` (uniform evaluator), `mcts:rollout`, `model:PATH.onnx`
     or a registry URI `models:/NAME@ALIAS` (network + search).
@@ -97,19 +104,25 @@ def make_player(
     A network player's onnxruntime uses `threads` threads, by default every core this
     process may use (`available_cpus`): the two players of a match take turns, so each
     can have them all. Self-play builds its own evaluators, one thread per shard.
+    `solver` and `root_search` choose the search of the search players; a Gumbel root
+    plays without Gumbel noise (the arena's random openings vary the games).
     """
     if spec == "random":
         return RandomPlayer(seed)
     if spec == "perfect":
         return PerfectPlayer(game, seed)
+    search = {"solver": solver, "root_search": root_search, "gumbel_scale": 0.0}
     if spec == "mcts":
-        return SearchPlayer(spec, game, UniformEvaluator(game), simulations, seed=seed)
+        return SearchPlayer(
+            spec, game, UniformEvaluator(game), simulations, SearchConfig(**search), seed=seed
+        )
     if spec == "mcts:rollout":
-        return SearchPlayer(spec, game, RolloutEvaluator(game, seed=seed), simulations, seed=seed)
+        evaluator = RolloutEvaluator(game, seed=seed)
+        return SearchPlayer(spec, game, evaluator, simulations, SearchConfig(**search), seed=seed)
     if spec.startswith(("model:", "models:/")):
         evaluator = _network_evaluator(spec, game, threads or available_cpus())
         # Back up values the way the network learned them (see OnnxEvaluator).
-        config = SearchConfig(value_discount=evaluator.value_discount)
+        config = SearchConfig(value_discount=evaluator.value_discount, **search)
         return SearchPlayer(spec, game, evaluator, simulations, config, seed=seed)
     raise ValueError(
         f"unknown player {spec!r}: use random, perfect, mcts, mcts:rollout, model:PATH.onnx "

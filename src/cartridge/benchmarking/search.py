@@ -29,13 +29,14 @@ def bench_mcts(
     baseline_simulations: int = 2000,
     on_run_end: Callable[[int], None] | None = None,
     solver: bool = False,
+    root_search: str = "puct",
 ) -> dict:
     """Simulations per second of the batched search from the start position, uniform
     evaluator, one thread; next to the dict-based Python PUCT measured in the same run.
-    `solver` turns MCTS-solver on, to show what its bookkeeping costs."""
+    `solver` and `root_search` choose the search, to show what each costs."""
     evaluator = UniformEvaluator(game)
     start = game.new_initial_state()
-    config = SearchConfig(solver=solver)
+    config = SearchConfig(solver=solver, root_search=root_search)
     rates = []
     for repeat in range(repeats):
         search = BatchedMCTS(game, trees, config, seed=repeat)
@@ -59,6 +60,7 @@ def bench_mcts(
         "simulations_per_tree": simulations,
         "trees": trees,
         "solver": solver,
+        "root_search": root_search,
         "repeats": repeats,
         "sims_per_sec": round(rate),
         "sims_per_sec_runs": [round(r) for r in rates],
@@ -93,6 +95,7 @@ def bench_selfplay(
     seed: int = 0,
     on_game_end: Callable[[int], None] | None = None,
     solver: bool = False,
+    root_search: str = "puct",
 ) -> dict:
     """Self-play positions evaluated per second against the network bound: the same
     ONNX model, run raw on real self-play positions with exactly the batch sizes
@@ -100,7 +103,12 @@ def bench_selfplay(
     time that went to the network; search and game code take the rest."""
     timed = _TimedEvaluator(OnnxEvaluator(game, model_path, threads=threads))
     config = SelfPlayConfig.for_game(
-        game, games, simulations, solver=solver, parallel_games=parallel_games
+        game,
+        games,
+        simulations,
+        solver=solver,
+        root_search=root_search,
+        parallel_games=parallel_games,
     )
     began = time.perf_counter()
     shard = play_selfplay(game, timed, config, seed=seed, on_game_end=on_game_end)
@@ -127,6 +135,7 @@ def bench_selfplay(
         "simulations": simulations,
         "parallel_games": parallel_games,
         "solver": solver,
+        "root_search": root_search,
         "onnx_threads": threads,
         "selfplay_positions_per_sec": round(positions / wall),
         "raw_onnxruntime_positions_per_sec": round(positions / raw_seconds),
