@@ -161,3 +161,28 @@ def test_the_local_servers_come_from_an_extra_the_cluster_image_leaves_out(monke
     monkeypatch.setitem(sys.modules, "pytriton", None)  # as where the extra is missing
     with pytest.raises(RuntimeError, match=r"cartridge\[stack\]"):
         services._pytriton_root()
+
+
+def test_a_bucket_that_create_finds_after_a_missed_head_is_fine(local_stack, monkeypatch):
+    """Seen under load: HEAD answered 404 and CREATE then found the bucket. The store's
+    real answer to the second CREATE is what this checks; only the HEAD is forced."""
+    from botocore.exceptions import ClientError
+
+    from cartridge.stack import services
+    from cartridge.stack.config import load_or_create_credentials
+
+    keyed_client = services._keyed_client
+
+    def missing_head(config, credentials):
+        client = keyed_client(config, credentials)
+
+        def head_bucket(**_):
+            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadBucket")
+
+        client.head_bucket = head_bucket
+        return client
+
+    monkeypatch.setattr(services, "_keyed_client", missing_head)
+    services.ensure_bucket(local_stack, load_or_create_credentials(local_stack))
+    client = keyed_client(local_stack, load_or_create_credentials(local_stack))
+    assert client.head_object(Bucket=local_stack.bucket, Key="triton/")["ContentLength"] == 0

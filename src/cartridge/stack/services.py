@@ -79,7 +79,12 @@ def ensure_bucket(config: StackConfig, credentials: Credentials) -> None:
     try:
         client.head_bucket(Bucket=config.bucket)
     except ClientError:
-        client.create_bucket(Bucket=config.bucket)
+        try:
+            client.create_bucket(Bucket=config.bucket)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            # Seen on a loaded machine with SeaweedFS: HEAD said 404 and CREATE found
+            # the bucket there. Either way, the bucket exists.
+            pass
     client.put_object(Bucket=config.bucket, Key="triton/", Body=b"")
 
 
