@@ -10,7 +10,7 @@ defaults below are the only ones.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -24,6 +24,22 @@ from cartridge.selfplay.config import (
     TdSteps,
     check_fast_search,
 )
+
+# The reanalysis knobs' bounds and meaning, here once (torch-free, as this module
+# must stay): the trainer's own config (`cartridge.training.config`) uses them too.
+ReanalyseFraction = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=1,
+        description="Share of each training batch whose targets a fresh search with the "
+        "network being trained replaces before the step (MuZero Reanalyze; 0: off).",
+    ),
+]
+ReanalyseSimulations = Annotated[
+    int, Field(ge=1, le=100_000, description="Simulations of each reanalysis search.")
+]
+
 
 # Fields that tune the statistics rather than the run: not pipeline parameters.
 _NOT_A_PARAMETER = {"parameter": False}
@@ -167,16 +183,8 @@ class TrainingSettings(Settings):
     channels: int = Field(
         0, ge=0, le=512, alias="network_channels", description="ResNet channels (0: default)."
     )
-    reanalyse_fraction: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of each training batch whose targets a fresh search with the "
-        "network being trained replaces before the step (MuZero Reanalyze; 0: off).",
-    )
-    reanalyse_simulations: int = Field(
-        32, ge=1, le=100_000, description="Simulations of each reanalysis search."
-    )
+    reanalyse_fraction: ReanalyseFraction = 0.0
+    reanalyse_simulations: ReanalyseSimulations = 32
 
     @field_validator("channels")
     @classmethod

@@ -215,40 +215,19 @@ cdef inline float node_q(const Node* node) noexcept nogil:
     return node.value_sum / node.visits if node.visits > 0 else 0.0
 
 
-cdef int32_t select_edge(const Tree* t, const Node* node, const Params* p) noexcept nogil:
+cdef inline int32_t select_edge(const Tree* t, const Node* node, const Params* p,
+                                bint solving) noexcept nogil:
     """argmax over children of Q(s, a) + U(s, a), U = c_puct P sqrt(sum_b N(s, b)) / (1 + N(s, a)).
 
     Unvisited children get the first-play-urgency value Q(s) - fpu_reduction, so
     a good position is explored mostly through its best prior instead of trying
     every child once.
-    """
-    cdef Edge* edges = &t.edges[node.first_edge]
-    cdef int32_t best = 0, k
-    cdef double parent_visits = 0.0
-    for k in range(node.num_edges):
-        parent_visits += edges[k].visits
-    cdef double explore = p.c_puct * sqrt(parent_visits if parent_visits > 1.0 else 1.0)
-    cdef double fpu = node_q(node) - p.fpu_reduction
-    cdef double score, best_score = -1e30, q
-    for k in range(node.num_edges):
-        if edges[k].visits > 0:
-            q = edges[k].value_sum / edges[k].visits
-        else:
-            q = fpu
-        score = q + explore * edges[k].prior / (1.0 + edges[k].visits)
-        if score > best_score:
-            best_score = score
-            best = k
-    return node.first_edge + best
 
-
-cdef int32_t select_edge_solving(const Tree* t, const Node* node, const Params* p) noexcept nogil:
-    """`select_edge` that knows proofs: a child proven to win for the opponent is never
-    entered (while an unproven sibling is left), and a proven child scores its exact
-    value instead of its sample mean.
-
-    A proven loss for the opponent never gets here: it proves this node, and walks
-    stop at proven nodes.
+    `solving` (MCTS-solver; a constant at each call, so the compiler drops the
+    branches when it is off): a child proven to win for the opponent is never entered
+    while an unproven sibling is left, and a proven child scores its exact value
+    instead of its sample mean. A proven loss for the opponent never gets here: it
+    proves this node, and walks stop at proven nodes.
     """
     cdef Edge* edges = &t.edges[node.first_edge]
     cdef const Node* child
@@ -260,7 +239,7 @@ cdef int32_t select_edge_solving(const Tree* t, const Node* node, const Params* 
     cdef double fpu = node_q(node) - p.fpu_reduction
     cdef double score, best_score = -1e30, q
     for k in range(node.num_edges):
-        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+        if solving and edges[k].child >= 0 and t.nodes[edges[k].child].proven:
             child = &t.nodes[edges[k].child]
             if child.exact > 0.0:
                 continue
@@ -274,7 +253,7 @@ cdef int32_t select_edge_solving(const Tree* t, const Node* node, const Params* 
             best_score = score
             best = k
     if best < 0:  # every child won for the opponent but the last proof is still pending
-        return select_edge(t, node, p)
+        return select_edge(t, node, p, False)
     return node.first_edge + best
 
 
@@ -542,9 +521,9 @@ cdef int32_t walk_to_leaf(Tree* t, int game, const Params* p) noexcept nogil:
         if p.gumbel and index == t.root and t.halving != NULL:
             edge_index = select_root_gumbel(t, node, p)
         elif p.solver:
-            edge_index = select_edge_solving(t, node, p)
+            edge_index = select_edge(t, node, p, True)
         else:
-            edge_index = select_edge(t, node, p)
+            edge_index = select_edge(t, node, p, False)
         edge = &t.edges[edge_index]
         edge.visits += vl
         edge.value_sum -= p.virtual_loss

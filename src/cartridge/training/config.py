@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cartridge.games import GAME_NAMES
 from cartridge.networks import NetworkConfig
+from cartridge.settings import ReanalyseFraction, ReanalyseSimulations
 
 
 class TrainConfig(BaseModel):
@@ -24,16 +25,8 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="Steps per batched metric upload.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     network: NetworkConfig | None = None
-    reanalyse_fraction: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of each batch whose targets a fresh search with the network "
-        "being trained replaces (MuZero Reanalyze; 0: off).",
-    )
-    reanalyse_simulations: int = Field(
-        32, ge=1, le=100_000, description="Simulations of each reanalysis search."
-    )
+    reanalyse_fraction: ReanalyseFraction = 0.0
+    reanalyse_simulations: ReanalyseSimulations = 32
 
     def model_post_init(self, _context) -> None:
         if self.game not in GAME_NAMES:
