@@ -425,7 +425,10 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "search_value_weight": 0.0,
         "random_opening_plies": 0,
         "td_steps": 0,
+        "mcts_solver": "true",  # a KFP boolean reaches the step as text
+        "root_search": "gumbel",
         "train_steps": 1,
+        "reanalyse_fraction": 0.25,
         "batch_size": 1,
         "replay_window": 1,
         "train_from": "latest",
@@ -446,6 +449,10 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
                 "search_value_weight": 2,
                 "td_steps": -1,
                 "train_from": "newest",
+                "mcts_solver": "maybe",
+                "root_search": "alphazero",
+                "reanalyse_fraction": 1.5,
+                "reanalyse_simulations": 0,
             },
         )
     for problem in (
@@ -456,6 +463,10 @@ def test_bad_parameters_fail_the_first_step_before_any_selfplay(stack_env, tmp_p
         "search_value_weight",
         "td_steps",
         "train_from: Input should be 'latest' or 'champion'",
+        "mcts_solver: Input should be a valid boolean",
+        "root_search: Input should be 'puct' or 'gumbel'",
+        "reanalyse_fraction: Input should be less than or equal to 1",
+        "reanalyse_simulations",
     ):
         assert problem in str(bad.value)
     with pytest.raises(
