@@ -3,7 +3,7 @@
 Usage:
     .venv/bin/python benchmarks/selfplay_targets.py --model PATH.onnx \\
         [--games 300] [--sims 100] [--temperature-moves 10] [--random-opening-plies 8] \\
-        [--search-value-weight 0] [--td-steps 0]
+        [--search-value-weight 0] [--td-steps 0] [--mcts-solver] [--root-search gumbel]
 
 Plays one self-play shard with the loop's own code and settings, then values every
 recorded position with the solver. Per depth band it prints one JSON line:
@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--search-value-weight", type=float, default=0.0)
     parser.add_argument("--td-steps", type=int, default=0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--mcts-solver", action="store_true")
+    parser.add_argument("--root-search", choices=("puct", "gumbel"), default="puct")
     args = parser.parse_args()
     game = load("connect4")
     config = SelfPlayConfig.for_game(
@@ -60,6 +62,8 @@ def main() -> None:
         random_opening_plies=args.random_opening_plies,
         search_value_weight=args.search_value_weight,
         td_steps=args.td_steps,
+        solver=args.mcts_solver,
+        root_search=args.root_search,
     )
     shard = play_selfplay(game, OnnxEvaluator(game, args.model), config, seed=args.seed)
     meta = shard.metadata

@@ -2,7 +2,8 @@
 random plies made them.
 
 Usage:
-    .venv/bin/python benchmarks/solver_depth.py --player model:PATH.onnx [--sims 100]
+    .venv/bin/python benchmarks/solver_depth.py --player model:PATH.onnx [--sims 100] \
+        [--mcts-solver] [--root-search gumbel]
 (or a registry URI with the stack's clients configured, `eval "$(cartridge stack env)"`)
 
 Prints one JSON line a depth band: positions, solver-optimal and result-keeping
@@ -34,10 +35,15 @@ def main() -> None:
     parser.add_argument("--player", required=True)
     parser.add_argument("--sims", type=int, default=100)
     parser.add_argument("--positions", type=int, default=200)
+    parser.add_argument("--mcts-solver", action="store_true")
+    parser.add_argument("--root-search", choices=("puct", "gumbel"), default="puct")
     args = parser.parse_args()
     game = load(args.game)
     positions = solver_positions(game, args.positions)
-    optimal, keeps_result = judge_moves(make_player(args.player, game, args.sims), positions)
+    player = make_player(
+        args.player, game, args.sims, solver=args.mcts_solver, root_search=args.root_search
+    )
+    optimal, keeps_result = judge_moves(player, positions)
     plies = np.array([state.ply for state in positions])
     for low, high in BANDS:
         band = (plies >= low) & (plies <= high)
