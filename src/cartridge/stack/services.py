@@ -81,9 +81,13 @@ def ensure_bucket(config: StackConfig, credentials: Credentials) -> None:
     except ClientError:
         try:
             client.create_bucket(Bucket=config.bucket)
-        except client.exceptions.BucketAlreadyOwnedByYou:
+        except (
+            client.exceptions.BucketAlreadyOwnedByYou,
+            client.exceptions.BucketAlreadyExists,
+        ):
             # Seen on a loaded machine with SeaweedFS: HEAD said 404 and CREATE found
-            # the bucket there. Either way, the bucket exists.
+            # the bucket there (it answers with either code). The marker written next
+            # fails if the bucket is not ours after all.
             pass
     client.put_object(Bucket=config.bucket, Key="triton/", Body=b"")
 
