@@ -451,11 +451,13 @@ def test_gumbel_samples_are_seeded_and_spread_the_opening():
     assert len(set(moves)) >= 3  # a uniform prior: the Gumbel samples choose
 
 
-def test_gumbel_keeps_its_schedule_on_a_reused_subtree():
+@pytest.mark.parametrize("first_simulations", [200, 16])
+def test_gumbel_keeps_its_schedule_on_a_reused_subtree(first_simulations):
+    # 200 then 16: the schedule follows the count; 16 twice: the kept table serves both.
     game = load("connect4")
     search = BatchedMCTS(game, 1, SearchConfig(root_search="gumbel", gumbel_considered=4))
     search.reset(0, game.new_initial_state())
-    search.run(UniformEvaluator(game), 200)
+    search.run(UniformEvaluator(game), first_simulations)
     action = search.select_action(0, 1.0)
     search.advance(0, action)
     before = search.visit_counts(0)

@@ -176,6 +176,27 @@ def test_reply_plays_a_legal_move_and_leaves_finished_games_alone(onnx_models):
     assert discounted.bot_move == 2 and 0.4 < discounted.value < 0.55
 
 
+def test_the_bot_plays_proven_results_and_stops_searching(onnx_models):
+    calls = []
+
+    class Counting(OnnxEvaluator):
+        def evaluate(self, planes):
+            calls.append(len(planes))
+            return super().evaluate(planes)
+
+    evaluator = Counting(load("tictactoe"), onnx_models["tictactoe"][0])
+    # X wins at once with 2: the tree proves it, the search stops, the value is exact
+    # and the policy is the winning move alone, whatever the network thinks.
+    win = bot.reply("tictactoe", [0, 3, 1, 4], 800, evaluator)
+    assert (win.bot_move, win.value) == (2, 1.0)
+    assert win.policy[2] == 1.0
+    assert len(calls) < 800 // bot.LEAVES_PER_CALL
+    # O to move after X's fork (X holds two open lines): every move loses, and the
+    # bot says so exactly, discounted by the plies to the loss.
+    lost = bot.reply("tictactoe", [0, 4, 8, 2, 6], 1600, evaluator, value_discount=0.9)
+    assert lost.value == pytest.approx(-0.9 * 0.9)
+
+
 def test_the_readme_kserve_request_answers_with_policy_and_value(
     served_champions, local_stack, stack_env
 ):

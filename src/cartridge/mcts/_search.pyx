@@ -215,6 +215,11 @@ cdef inline float node_q(const Node* node) noexcept nogil:
     return node.value_sum / node.visits if node.visits > 0 else 0.0
 
 
+cdef inline bint proven_child(const Tree* t, const Edge* edge) noexcept nogil:
+    """The move has been expanded into a position whose result the solver proved."""
+    return edge.child >= 0 and t.nodes[edge.child].proven
+
+
 cdef inline int32_t select_edge(const Tree* t, const Node* node, const Params* p,
                                 bint solving) noexcept nogil:
     """argmax over children of Q(s, a) + U(s, a), U = c_puct P sqrt(sum_b N(s, b)) / (1 + N(s, a)).
@@ -239,7 +244,7 @@ cdef inline int32_t select_edge(const Tree* t, const Node* node, const Params* p
     cdef double fpu = node_q(node) - p.fpu_reduction
     cdef double score, best_score = -1e30, q
     for k in range(node.num_edges):
-        if solving and edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+        if solving and proven_child(t, &edges[k]):
             child = &t.nodes[edges[k].child]
             if child.exact > 0.0:
                 continue
@@ -274,7 +279,7 @@ cdef bint prove(Tree* t, int32_t index, float discount) noexcept nogil:
     cdef double best = -1e30, value
     cdef int k
     for k in range(node.num_edges):
-        if edges[k].child < 0 or not t.nodes[edges[k].child].proven:
+        if not proven_child(t, &edges[k]):
             settled = False
             continue
         value = -discount * t.nodes[edges[k].child].exact
@@ -307,12 +312,12 @@ cdef int32_t best_proven_edges(const Tree* t, const Node* node, bint* best) noex
     cdef int k, count = 0
     for k in range(node.num_edges):
         best[k] = False
-        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+        if proven_child(t, &edges[k]):
             value = -t.nodes[edges[k].child].exact
             if value > top:
                 top = value
     for k in range(node.num_edges):
-        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+        if proven_child(t, &edges[k]):
             if -t.nodes[edges[k].child].exact == top:
                 best[k] = True
                 count += 1
@@ -321,7 +326,7 @@ cdef int32_t best_proven_edges(const Tree* t, const Node* node, bint* best) noex
 
 cdef inline bint proven_loss_move(const Tree* t, const Edge* edge) noexcept nogil:
     """The move leads to a position proven won for the opponent."""
-    return edge.child >= 0 and t.nodes[edge.child].proven and t.nodes[edge.child].exact > 0.0
+    return proven_child(t, edge) and t.nodes[edge.child].exact > 0.0
 
 
 cdef void gumbel_scores(const Tree* t, const Node* node, const Params* p,
@@ -340,7 +345,7 @@ cdef void gumbel_scores(const Tree* t, const Node* node, const Params* p,
     cdef double mixed, low = 1e30, high = -1e30, scale
     cdef int k
     for k in range(node.num_edges):
-        if edges[k].child >= 0 and t.nodes[edges[k].child].proven:
+        if proven_child(t, &edges[k]):
             q[k] = -p.value_discount * t.nodes[edges[k].child].exact
         elif edges[k].visits > 0:
             q[k] = edges[k].value_sum / edges[k].visits
@@ -357,8 +362,7 @@ cdef void gumbel_scores(const Tree* t, const Node* node, const Params* p,
     else:
         mixed = node.network_value
     for k in range(node.num_edges):
-        if edges[k].visits <= 0 and not (
-                edges[k].child >= 0 and t.nodes[edges[k].child].proven):
+        if edges[k].visits <= 0 and not proven_child(t, &edges[k]):
             q[k] = mixed
         low = min(low, q[k])
         high = max(high, q[k])
@@ -613,7 +617,7 @@ cdef class BatchedMCTS:
     cdef Params params
     cdef uint64_t rng
     cdef object planes           # float32 [num_trees * leaves_per_tree, C, H, W]
-    cdef object halving          # this run call's schedule, kept alive for Tree.halving
+    cdef object halving          # the last run call's schedule, kept alive for Tree.halving
     cdef int32_t[:, ::1] pending  # (tree, node) per batch row
 
     def __cinit__(self, Game game, int num_trees, config=None, seed=0):
@@ -747,7 +751,8 @@ cdef class BatchedMCTS:
         mask = np.ones(n, dtype=bool) if active is None else np.asarray(active, dtype=bool)
         if mask.shape != (n,):
             raise ValueError(f"active must be a bool mask of {n} trees, got shape {mask.shape}")
-        if self.params.gumbel:
+        if self.params.gumbel and (self.halving is None or self.halving.shape[1] != simulations):
+            # Self-play calls run once a move with the same count: build the table once.
             self.halving = halving_schedule(self.params.gumbel_considered, simulations)
         cdef int32_t[:, ::1] halving = self.halving if self.params.gumbel else None
         for i in range(n):
@@ -938,7 +943,7 @@ cdef class BatchedMCTS:
         cdef Tree* t = self._tree(i)
         cdef Node* root = &t.nodes[t.root]
         cdef Edge* edges = &t.edges[root.first_edge]
-        cdef int k, most = 0, ties = 0, pick = -1
+        cdef int k, most = 0, pick = -1
         cdef double weights[MAX_ACTIONS]
         cdef bint best[MAX_ACTIONS]
         cdef double total = 0.0, u

@@ -3,7 +3,9 @@
 Requests are stateless (the moves so far travel with every request), so any replica
 can answer any request and nothing is lost when one restarts. The search is the same
 PUCT as self-play and the arena, with the network evaluated by whatever evaluator the
-caller passes (Triton in the web app).
+caller passes (Triton in the web app), and with the MCTS-solver always on: a result the
+tree proves is played as proven (a forced win taken, a proven loss avoided while a
+move is left) and the search stops there, so a decided position costs fewer calls.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def reply(
     value_discount: float = 1.0,
 ) -> BotReply:
     """Search `level` simulations from the position after `moves` and play the most
-    visited move; a finished game is returned as it is, with no bot move.
+    visited move (a proven root: a move that keeps its result, and the policy is on
+    those moves only); a finished game is returned as it is, with no bot move.
     `value_discount` is the one the served model was trained with. Level 1 is the
     network alone: its one simulation evaluates the root and visits no move, so the
     priors choose."""
@@ -134,7 +137,9 @@ def reply(
     state = replay(game, moves)
     if state.is_terminal():
         return BotReply(None, [0.0] * game.num_actions, 0.0, describe(state, moves))
-    config = SearchConfig(leaves_per_tree=LEAVES_PER_CALL, value_discount=value_discount)
+    config = SearchConfig(
+        leaves_per_tree=LEAVES_PER_CALL, value_discount=value_discount, solver=True
+    )
     search = BatchedMCTS(game, 1, config)
     search.reset(0, state)
     search.run(evaluator, level)
